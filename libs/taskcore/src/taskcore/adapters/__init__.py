@@ -1,0 +1,1 @@
+"""Thin I/O adapters: MongoDB (PyMongo async), RabbitMQ (aio-pika)."""

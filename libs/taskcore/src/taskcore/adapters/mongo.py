@@ -1,0 +1,151 @@
+"""MongoDB adapter: the client, the collections, their indexes, and document mapping.
+
+Only MongoDB features the nx-27017 stand-in verifies are used on correctness paths (see
+``../shared/MONGO-STANDIN.md``): single-document atomic updates, unique indexes, bulk
+writes with per-operation errors. No multi-document transactions anywhere: every
+store-then-publish step keeps its pending messages in an outbox inside the same document.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, monitoring
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from taskcore import metrics
+from taskcore.domain.events import TaskEvent
+from taskcore.domain.task import Task
+
+Doc = dict[str, Any]
+
+# Fields of the task document that the fold owns. Everything else on the document
+# (``exec``, ``outbox``, ``seq``, ``request_hash``...) belongs to the executor, the outbox or
+# the API and is never touched by a projection write.
+PROJECTION_FIELDS: tuple[str, ...] = tuple(f for f in Task.model_fields if f != "id")
+# What a fold writes: a parent's ``subtasks`` counters are recounted from its children by
+# their own update, so a fold of the parent's events must not overwrite them.
+# ``created_at`` never changes after the insert, and re-setting it would turn it into a
+# string on the stand-in (see EPOCH_MS), breaking created-time filters.
+FOLD_FIELDS: tuple[str, ...] = tuple(
+    f for f in PROJECTION_FIELDS if f not in ("subtasks", "created_at")
+)
+
+# Times that queries compare (leases, outbox ages) are kept as epoch milliseconds: the
+# nx-27017 stand-in stores a datetime written by $set as a string, which then matches no
+# range query (inserted datetimes are fine). Integers behave the same on both.
+# A lease that expired long ago: documents start with it, so claims need no $exists.
+EPOCH_MS = 0
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+class _CommandCounter(monitoring.CommandListener):
+    """Counts round trips, so benchmarks report them counted rather than estimated."""
+
+    _IGNORED = frozenset({"hello", "ismaster", "isMaster", "ping", "endSessions"})
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name not in self._IGNORED:
+            metrics.STORE_COMMANDS.labels(event.command_name).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def connect_mongo(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        uuidRepresentation="standard",
+        event_listeners=[_CommandCounter()],
+    )
+
+
+class Store:
+    """The database handle and its collections. Indexes are created by ``ensure_indexes``."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], db_name: str) -> None:
+        self.client = client
+        self.db: AsyncDatabase[Doc] = client[db_name]
+        self.tasks: AsyncCollection[Doc] = self.db["tasks"]
+        self.events: AsyncCollection[Doc] = self.db["task_events"]
+        self.dead_letters: AsyncCollection[Doc] = self.db["dead_letters"]
+        self.quotas: AsyncCollection[Doc] = self.db["quotas"]
+        self.limits: AsyncCollection[Doc] = self.db["provider_limits"]
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    async def is_standin(self) -> bool:
+        """Whether the server is the nx-27017 stand-in rather than MongoDB."""
+        info = await self.client.admin.command("buildInfo")
+        return bool(info.get("process") == "nx_27017")
+
+    async def ensure_indexes(self) -> None:
+        await self.events.create_indexes(
+            [
+                IndexModel([("task_id", ASCENDING), ("sequence", ASCENDING)], unique=True),
+                # Progress events carry expires_at; lifecycle events do not and are kept.
+                IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+            ]
+        )
+        await self.tasks.create_indexes(
+            [
+                IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)]),
+                IndexModel([("parent_task_id", ASCENDING), ("status", ASCENDING)]),
+                IndexModel([("status", ASCENDING), ("created_at", DESCENDING)]),
+                IndexModel([("outbox_at_ms", ASCENDING)]),
+                IndexModel([("awaiting_children", ASCENDING)]),
+                IndexModel([("subtasks_marked_ms", ASCENDING)]),
+            ]
+        )
+        await self.dead_letters.create_indexes(
+            [IndexModel([("dead_lettered_at", DESCENDING)]), IndexModel([("task_id", ASCENDING)])]
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def task_to_doc(task: Task) -> Doc:
+    doc = task.model_dump(mode="python")
+    doc["_id"] = doc.pop("id")
+    doc["status"] = task.status.value
+    return doc
+
+
+def projection_of(task: Task) -> Doc:
+    """The fold-owned fields, for a ``$set`` that leaves the rest of the document alone."""
+    doc = task_to_doc(task)
+    return {f: doc[f] for f in FOLD_FIELDS}
+
+
+def doc_to_task(doc: Doc) -> Task:
+    fields = {f: doc[f] for f in PROJECTION_FIELDS if f in doc}
+    return Task.model_validate({"id": doc["_id"], **fields})
+
+
+def event_to_doc(event: TaskEvent, *, expires_at: datetime | None = None) -> Doc:
+    doc = event.model_dump(mode="python")
+    doc["_id"] = doc.pop("event_id")
+    doc["type"] = event.type.value
+    if expires_at is not None:
+        doc["expires_at"] = expires_at
+    return doc
+
+
+def doc_to_event_dict(doc: Doc) -> Doc:
+    """A stored event as the raw dict the upcaster takes."""
+    raw = {k: v for k, v in doc.items() if k not in ("_id", "expires_at")}
+    raw["event_id"] = doc["_id"]
+    return raw

@@ -1,0 +1,1 @@
+"""Wire contracts: message bodies, headers, topology and CloudEvents."""

@@ -1,0 +1,114 @@
+"""The public API for task-type authors: subclass ``TaskType`` and implement ``execute``.
+
+    class Resize(TaskType[ResizeParams, ResizeResult]):
+        name = "images.resize"
+        Params = ResizeParams
+        Result = ResizeResult
+        retry = RetryPolicy(max_attempts=5)
+
+        async def execute(self, params: ResizeParams, ctx: TaskContext) -> ResizeResult:
+            await ctx.update_progress({"done": 0})
+            ctx.check_cancelled()
+            ...
+
+Register it through the ``taskcore.task_types`` entry point group (a list or a mapping
+of ``TaskType`` instances) or by naming its module in ``TASKCORE_PLUGINS`` (the module
+exposes ``TASK_TYPES``).
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskcore.domain.retry_policy import RetryPolicy
+
+P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+
+
+class SubtaskPolicy(StrEnum):
+    COLLECT_ALL = "collect_all"  # wait for all; COMPLETED, or COMPLETED_WITH_ERRORS
+    FAIL_FAST = "fail_fast"  # first failure cancels the open siblings; parent FAILED
+    THRESHOLD = "threshold"  # FAILED once failures exceed the type's threshold
+
+
+class RetryableError(Exception):
+    """Try again later, within the attempt budget."""
+
+
+class NonRetryableError(Exception):
+    """Trying again cannot help; dead-letter at once."""
+
+
+class RateLimitedError(Exception):
+    """The provider asked us to slow down: retry after ``retry_after`` seconds without
+    using up an attempt."""
+
+    def __init__(self, message: str = "rate limited", *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TaskCancelled(Exception):
+    """Raised by ``TaskContext.check_cancelled`` at a checkpoint once a cancel arrived."""
+
+
+class SubtaskSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    task_type: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    priority: int | None = None
+    max_attempts: int | None = None
+    # Stable across re-runs of the parent, so a re-run never creates a child twice.
+    key: str
+
+
+class TaskContext(Protocol):
+    """What a running task may do besides computing its result."""
+
+    task_id: str
+    user_id: str
+    tier: str
+    attempt: int
+    retry_count: int
+    log: logging.LoggerAdapter[logging.Logger]
+
+    async def update_progress(self, progress: dict[str, Any]) -> None:
+        """Record progress; throttled, never waits on the broker."""
+
+    async def submit_subtasks(self, specs: list[SubtaskSpec]) -> list[str]:
+        """Create children (idempotently, by ``spec.key``) and return their ids."""
+
+    async def submit_subtask(self, spec: SubtaskSpec) -> str:
+        """Create one child (idempotently, by ``spec.key``) and return its id."""
+
+    def check_cancelled(self) -> None:
+        """Raise ``TaskCancelled`` if a cancel has been requested."""
+
+    async def heartbeat(self) -> None:
+        """Extend this attempt's lease now (long CPU-bound steps call this)."""
+
+
+class TaskType(Generic[P, R]):
+    """A registered kind of work."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]]
+    Result: ClassVar[type[BaseModel]]
+    retry: ClassVar[RetryPolicy] = RetryPolicy()
+    subtask_policy: ClassVar[SubtaskPolicy] = SubtaskPolicy.COLLECT_ALL
+    failure_threshold: ClassVar[float] = 0.5  # for SubtaskPolicy.THRESHOLD
+    # CPU-bound types run in a worker thread so they do not stall the event loop.
+    cpu_bound: ClassVar[bool] = False
+
+    async def execute(self, params: P, ctx: TaskContext) -> R:
+        raise NotImplementedError
+
+    def parameters_schema(self) -> dict[str, Any]:
+        return self.Params.model_json_schema()

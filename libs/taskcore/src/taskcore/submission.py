@@ -1,0 +1,174 @@
+"""Creating tasks: the one dispatch path the API and subtask-spawning executors share.
+
+A new task is ONE inserted document: its initial projection, the executor bookkeeping,
+and an outbox entry holding the dispatch message and the ``task.submitted`` event. After
+the insert the entry is published (dispatch confirmed first, then the event). A crash in
+between leaves the entry for the relay: never a stored task that is not dispatched, and
+never a message for a task that was not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.errors import BulkWriteError
+
+from taskcore.adapters.mongo import EPOCH_MS, Doc, Store, doc_to_task, task_to_doc
+from taskcore.adapters.rabbit import Publisher
+from taskcore.domain.events import EventType, TaskEvent, event_id_for
+from taskcore.domain.evolve import evolve
+from taskcore.domain.task import Task, Tier
+from taskcore.messages.envelope import TaskMessage
+from taskcore.outbox import Dispatch, OutboxEntry, deliver_or_defer, outbox_map
+from taskcore.tracing import current_traceparent
+
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f6d55-3f3a-4c8e-9f51-2d1c2a7e0b61")
+
+
+@dataclass(frozen=True)
+class NewTask:
+    user_id: str
+    task_type: str
+    parameters: dict[str, Any]
+    priority: int = 0
+    max_attempts: int = 3
+    tier: Tier = "paid"
+    parent_task_id: str | None = None
+    root_task_id: str | None = None
+    subtask_policy: str = "collect_all"
+    failure_threshold: float | None = None  # for the "threshold" subtask policy
+    task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_hash: str | None = None
+    traceparent: str | None = None
+
+
+def idempotent_task_id(scope: str, key: str) -> str:
+    """The same (scope, key) always names the same task, so the insert itself dedupes."""
+    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{scope}\x00{key}").hex
+
+
+def request_hash(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def submitted_event(new: NewTask, now: datetime) -> TaskEvent:
+    return TaskEvent(
+        event_id=event_id_for(new.task_id, 1),
+        task_id=new.task_id,
+        sequence=1,
+        type=EventType.SUBMITTED,
+        occurred_at=now,
+        data={
+            "user_id": new.user_id,
+            "task_type": new.task_type,
+            "parameters": new.parameters,
+            "priority": new.priority,
+            "max_attempts": new.max_attempts,
+            "tier": new.tier,
+            "parent_task_id": new.parent_task_id,
+            "root_task_id": new.root_task_id or new.task_id,
+            "subtask_policy": new.subtask_policy,
+            **(
+                {"failure_threshold": new.failure_threshold}
+                if new.failure_threshold is not None
+                else {}
+            ),
+        },
+        traceparent=new.traceparent,
+    )
+
+
+def new_task_document(new: NewTask, now: datetime) -> tuple[Doc, OutboxEntry]:
+    event = submitted_event(new, now)
+    task = evolve(None, event)
+    assert task is not None
+    # version 0: the projection is pre-written here, and the aggregator's fold of the
+    # submitted event (sequence 1) reconciles it with the log.
+    doc = task_to_doc(task.model_copy(update={"version": 0}))
+    dispatch = Dispatch(
+        message=TaskMessage(
+            task_id=new.task_id,
+            task_type=new.task_type,
+            user_id=new.user_id,
+            tier=new.tier,
+            priority=new.priority,
+            parameters=new.parameters,
+            dispatch=1,
+        ),
+        traceparent=new.traceparent,
+    )
+    entry = OutboxEntry(event=event, dispatch=dispatch)
+    doc.update(
+        seq=1,
+        exec={
+            "open": True,  # a dispatch is outstanding
+            "dispatch_no": 1,
+            "done_no": -1,
+            "claim_no": 0,
+            "attempts": 0,
+            "claimed_by": None,
+            "lease_until": EPOCH_MS,
+        },
+        cancel_requested=False,
+        children_settled=False,
+        request_hash=new.request_hash,
+        **outbox_map([entry]),
+    )
+    return doc, entry
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task: Task
+    created: bool  # False: an earlier submission with the same id (idempotency key)
+    conflict: bool = False  # the earlier submission had a different body
+
+
+async def submit_tasks(store: Store, publisher: Publisher, batch: list[NewTask]) -> list[Submitted]:
+    """Insert and dispatch new tasks in bulk; results in the order given."""
+    if not batch:
+        return []
+    now = datetime.now(UTC)
+    # Children and API submissions join the trace they were made in: one trace per tree.
+    trace = current_traceparent()
+    if trace:
+        batch = [new if new.traceparent else replace(new, traceparent=trace) for new in batch]
+    prepared = [new_task_document(new, now) for new in batch]
+    duplicate_ids = await _insert(store, [doc for doc, _ in prepared])
+    created = [entry for (doc, entry) in prepared if doc["_id"] not in duplicate_ids]
+    await deliver_or_defer(publisher, created)
+    existing = await _existing(store, duplicate_ids)
+    results = []
+    for new, (doc, _) in zip(batch, prepared, strict=True):
+        if doc["_id"] in duplicate_ids:
+            old = existing[doc["_id"]]
+            conflict = old.get("request_hash") != new.request_hash
+            results.append(Submitted(doc_to_task(old), created=False, conflict=conflict))
+        else:
+            results.append(Submitted(doc_to_task(doc), created=True))
+    return results
+
+
+async def _insert(store: Store, docs: list[Doc]) -> set[str]:
+    """Insert, returning the ids that already existed."""
+    try:
+        await store.tasks.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        dupes = set()
+        for err in exc.details.get("writeErrors", []):
+            if err.get("code") != 11000:
+                raise
+            dupes.add(docs[err["index"]]["_id"])
+        return dupes
+    return set()
+
+
+async def _existing(store: Store, ids: set[str]) -> dict[str, Doc]:
+    if not ids:
+        return {}
+    return {d["_id"]: d async for d in store.tasks.find({"_id": {"$in": list(ids)}})}
