@@ -1,0 +1,1 @@
+"""The aggregator: folds internal events into the event log and the projections."""

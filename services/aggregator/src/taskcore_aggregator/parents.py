@@ -1,0 +1,175 @@
+"""Parent tasks: counters derived from the children, and closing a parent once they settle.
+
+Counters are a recount of the children's projections (one ``$group``), so every child
+transition is counted exactly once, whatever was redelivered or replayed. Recounts are
+debounced (``recounts.ParentRefresher``) and crash-safe through two numbers on the parent
+document: the fold ``$inc``s ``subtasks_marked`` (and stamps ``subtasks_marked_ms``) for
+every parent a batch touched *before* acking the batch; a recount that read mark ``m``
+stores its counts with ``subtasks_counted: m`` only if no recount of a later mark got
+there first, and clears the stamp only if no newer mark arrived meanwhile. A stamp that
+stays is a recount lost with a crashed replica: the watchdog recounts it.
+
+A parent whose own run has finished (``awaiting_children``) and whose children are all
+terminal gets its final event through its outbox exactly once: the write is conditional
+on ``children_settled`` not being set yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+from taskcore.adapters.mongo import Doc, Store, now_ms
+from taskcore.adapters.rabbit import Publisher
+from taskcore.domain.events import EventType, TaskEvent, event_id_for
+from taskcore.domain.status import TaskStatus
+from taskcore.domain.task import SubtaskCounts, Task
+from taskcore.outbox import OutboxEntry, deliver_or_defer, outbox_fields
+
+from taskcore_aggregator.parent_policy import DEFAULT_FAILURE_THRESHOLD, parent_outcome
+from taskcore_aggregator.projection import state_of
+
+log = logging.getLogger(__name__)
+
+BUCKET = {
+    TaskStatus.QUEUED: "queued",
+    TaskStatus.RETRYING: "queued",
+    TaskStatus.RUNNING: "running",
+    TaskStatus.COMPLETED: "completed",
+    TaskStatus.COMPLETED_WITH_ERRORS: "completed",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.CANCELLED: "cancelled",
+    TaskStatus.DEAD_LETTER: "dead_letter",
+}
+
+
+def count_statuses(statuses: Iterable[tuple[TaskStatus, int]]) -> SubtaskCounts:
+    counts: dict[str, int] = {"total": 0}
+    for status, n in statuses:
+        field = BUCKET[status]
+        counts[field] = counts.get(field, 0) + n
+        counts["total"] += n
+    return SubtaskCounts(**counts)
+
+
+async def recount(store: Store, parent_id: str) -> SubtaskCounts:
+    pipeline: list[Doc] = [
+        {"$match": {"parent_task_id": parent_id}},
+        {"$group": {"_id": "$status", "n": {"$sum": 1}}},
+    ]
+    rows = [
+        (TaskStatus(r["_id"]), int(r["n"])) async for r in await store.tasks.aggregate(pipeline)
+    ]
+    return count_statuses(rows)
+
+
+async def mark_for_recount(store: Store, parent_ids: Iterable[str]) -> None:
+    """Record that these parents' counters may be stale (before the batch is acked)."""
+    ids = sorted(set(parent_ids))
+    if ids:
+        await store.tasks.update_many(
+            {"_id": {"$in": ids}},
+            {
+                "$inc": {"subtasks_marked": 1},
+                "$set": {"subtasks_marked_ms": now_ms()},
+                # Created here, so later conditions compare numbers, never a missing field.
+                "$max": {"subtasks_counted": 0},
+            },
+        )
+
+
+async def refresh_parent(store: Store, publisher: Publisher, parent_id: str) -> bool:
+    """Recount one parent's children, store the counts, close it if it is done."""
+    doc = await store.tasks.find_one({"_id": parent_id}, {"outbox": 0})
+    parent = state_of(doc)
+    if doc is None or parent is None:
+        return False
+    counts = await recount(store, parent_id)
+    changed = counts != parent.subtasks
+    await _store_counts(store, parent_id, doc.get("subtasks_marked"), counts, changed)
+    return await maybe_close(store, publisher, parent, doc, counts)
+
+
+async def _store_counts(
+    store: Store, parent_id: str, mark: Any, counts: SubtaskCounts, changed: bool
+) -> None:
+    fields: Doc = {"subtasks": counts.model_dump()}
+    if changed:  # for the watchdog's "oldest quiet parent" gauge
+        fields["subtasks_changed_ms"] = now_ms()
+    if not isinstance(mark, int):  # never marked: write unless a first mark came meanwhile
+        unmarked = {"$exists": False}
+        await store.tasks.update_one(
+            {"_id": parent_id, "subtasks_marked": unmarked, "subtasks_counted": unmarked},
+            {"$set": fields},
+        )
+        return
+    # No $or in these filters: the stand-in applies an update filtered by _id plus $or to
+    # another document (see the report of issue 5).
+    later = {"subtasks_counted": {"$lt": mark}}
+    fields["subtasks_counted"] = mark
+    settled = await store.tasks.update_one(
+        {"_id": parent_id, "subtasks_marked": mark, **later},
+        {"$set": fields, "$unset": {"subtasks_marked_ms": ""}},
+    )
+    if settled.matched_count == 0:  # newer marks came in: they will be recounted too
+        await store.tasks.update_one({"_id": parent_id, **later}, {"$set": fields})
+
+
+async def maybe_close(
+    store: Store, publisher: Publisher, parent: Task, doc: Doc, counts: SubtaskCounts
+) -> bool:
+    if doc.get("children_settled") or not parent.awaiting_children or counts.open:
+        return False
+    if parent.status.is_terminal:
+        return False
+    event = await _final_event(store, parent, doc, counts)
+    entry = OutboxEntry(event=event)
+    won = await store.tasks.update_one(
+        # Every task document is inserted with children_settled False (submission).
+        {"_id": parent.id, "children_settled": False},
+        {"$set": {"children_settled": True, **outbox_fields([entry])}},
+    )
+    if won.matched_count != 1:
+        return False  # another replica (or the watchdog) closed it first
+    await deliver_or_defer(publisher, [entry])
+    log.info("Parent %s settled as %s.", parent.id, event.type.value)
+    return True
+
+
+async def _final_event(store: Store, parent: Task, doc: Doc, counts: SubtaskCounts) -> TaskEvent:
+    cancelled = bool(doc.get("cancel_requested")) or parent.cancel_requested
+    threshold = DEFAULT_FAILURE_THRESHOLD
+    if parent.subtask_policy == "threshold":
+        threshold = await failure_threshold(store, parent.id)
+    outcome = parent_outcome(
+        parent.subtask_policy, counts, cancelled=cancelled, failure_threshold=threshold
+    )
+    reserved = await store.tasks.find_one_and_update(
+        {"_id": parent.id}, {"$inc": {"seq": 1}}, {"seq": 1}, return_document=ReturnDocument.AFTER
+    )
+    if reserved is None:
+        raise LookupError(f"parent {parent.id} vanished while closing")
+    seq = int(reserved["seq"])
+    data: dict[str, Any] = {"result": parent.result, "subtasks": counts.model_dump()}
+    if outcome.error is not None:
+        data["error"] = outcome.error
+    if outcome.type is EventType.CANCELLED:
+        data["reason"] = "cancel requested"
+    return TaskEvent(
+        event_id=event_id_for(parent.id, seq),
+        task_id=parent.id,
+        sequence=seq,
+        type=outcome.type,
+        occurred_at=datetime.now(UTC),
+        data=data,
+    )
+
+
+async def failure_threshold(store: Store, parent_id: str) -> float:
+    """The threshold the parent was submitted with (its ``task.submitted`` data)."""
+    submitted = await store.events.find_one({"task_id": parent_id, "sequence": 1}, {"data": 1})
+    value = ((submitted or {}).get("data") or {}).get("failure_threshold")
+    return float(value) if isinstance(value, int | float) else DEFAULT_FAILURE_THRESHOLD

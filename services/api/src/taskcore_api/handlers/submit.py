@@ -1,0 +1,200 @@
+"""Submitting tasks: validation, idempotency keys, quotas, the store write and dispatch.
+
+The store write and the publish go through ``taskcore.submission.submit_tasks``: one
+document per task carrying its own outbox, so a crash between them leaves a task the
+outbox relay dispatches later, never a lost task or a message for a task that does not
+exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, replace
+
+from pydantic import ValidationError
+from taskcore import metrics
+from taskcore.adapters.mongo import Doc, doc_to_task
+from taskcore.domain.status import TaskStatus
+from taskcore.domain.task import Tier
+from taskcore.submission import NewTask, Submitted, idempotent_task_id, request_hash, submit_tasks
+
+from taskcore_api.auth import Principal
+from taskcore_api.deps import Deps
+from taskcore_api.errors import ApiError, field_path
+from taskcore_api.handlers.access import VIEW_FIELDS, view_of
+from taskcore_api.live import Closed, Follower, LiveEvent, Resync
+from taskcore_api.quotas import Grant, QuotaExceeded
+from taskcore_api.schemas import TaskSubmission, TaskView
+
+MAX_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    task: TaskView
+    replayed: bool  # an earlier submission with the same Idempotency-Key
+
+    @property
+    def finished(self) -> bool:
+        return self.task.status.is_terminal
+
+
+def prepare(
+    deps: Deps, principal: Principal, body: TaskSubmission, idempotency_key: str | None
+) -> NewTask:
+    """The task to create, or a 422 naming the offending field."""
+    if body.task_type not in deps.registry:
+        raise ApiError(
+            422,
+            "unknown_task_type",
+            f"Unknown task type {body.task_type!r}; GET /v1/task-types lists them.",
+            [{"field": "task_type", "reason": "not a registered task type"}],
+        )
+    task_type = deps.registry.get(body.task_type)
+    try:
+        params = task_type.Params.model_validate(body.parameters)
+    except ValidationError as exc:
+        details = [
+            {"field": field_path(["parameters", *e["loc"]]), "reason": e["msg"]}
+            for e in exc.errors()
+        ]
+        raise ApiError(422, "invalid_parameters", "The parameters are not valid.", details) from exc
+    tier: Tier = "free" if principal.tier == "free" else "paid"
+    fields = body.model_dump(mode="json", include=set(TaskSubmission.model_fields))
+    new = NewTask(
+        user_id=principal.user_id,
+        task_type=body.task_type,
+        parameters=params.model_dump(mode="json"),
+        priority=body.priority,
+        max_attempts=body.max_attempts or task_type.retry.max_attempts,
+        tier=tier,
+        subtask_policy=task_type.subtask_policy.value,
+        failure_threshold=task_type.failure_threshold,
+        request_hash=request_hash(fields),
+    )
+    if idempotency_key:
+        # Scoped per user: the same key from another user names another task.
+        new = replace(new, task_id=idempotent_task_id(principal.user_id, idempotency_key))
+    return new
+
+
+def conflict() -> ApiError:
+    return ApiError(
+        409, "idempotency_conflict", "This Idempotency-Key was used with a different request body."
+    )
+
+
+def quota_error(exc: QuotaExceeded) -> ApiError:
+    window = exc.window
+    if exc.requested > window.limit:
+        message = f"{exc.requested} tasks are more than the {window.name} quota of {window.limit}."
+    else:
+        message = f"Over the submission quota of {window.limit} tasks per {window.name}."
+    return ApiError(
+        429,
+        "quota_exceeded",
+        message,
+        {"window": window.name, "limit": window.limit, "retry_after_seconds": exc.retry_after_s},
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
+
+
+async def take_quota(deps: Deps, principal: Principal, count: int) -> Grant:
+    try:
+        return await deps.quotas.take(principal.user_id, principal.tier, count)
+    except QuotaExceeded as exc:
+        metrics.SUBMISSIONS_REJECTED.labels("quota").inc(count)
+        raise quota_error(exc) from exc
+
+
+async def existing_docs(deps: Deps, ids: list[str]) -> dict[str, Doc]:
+    """Tasks that already exist under these (idempotency-derived) ids."""
+    if not ids:
+        return {}
+    cursor = deps.store.tasks.find({"_id": {"$in": ids}}, {**VIEW_FIELDS, "request_hash": 1})
+    return {d["_id"]: d async for d in cursor}
+
+
+async def create(deps: Deps, principal: Principal, news: list[NewTask]) -> list[Submitted]:
+    """Count the quota, store and dispatch; the quota is given back if that fails."""
+    grant = await take_quota(deps, principal, len(news))
+    try:
+        results = await submit_tasks(deps.store, deps.publisher_for_submissions, news)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await deps.quotas.give_back(grant)
+        raise
+    duplicates = sum(not r.created for r in results)
+    if duplicates:  # raced with an identical key: those were not new tasks
+        await deps.quotas.give_back(Grant(grant.keys, duplicates))
+    for new, result in zip(news, results, strict=True):
+        if result.created:
+            metrics.TASKS_SUBMITTED.labels(new.task_type, new.tier).inc()
+    return results
+
+
+async def submit_one(
+    deps: Deps,
+    principal: Principal,
+    body: TaskSubmission,
+    idempotency_key: str | None,
+    wait_s: float | None,
+) -> Accepted:
+    try:
+        new = prepare(deps, principal, body, idempotency_key)
+    except ApiError:
+        metrics.SUBMISSIONS_REJECTED.labels("invalid").inc()
+        raise
+    with deps.live.follow(new.task_id) as follower:
+        accepted = await _store_or_find(deps, principal, new, idempotency_key is not None)
+        if wait_s and not accepted.finished:
+            await wait_until_terminal(deps, follower, min(wait_s, MAX_WAIT_SECONDS))
+            # One read, finished or not: the task as it stands.
+            accepted = replace(accepted, task=await _read(deps, new.task_id, accepted.task))
+    return accepted
+
+
+async def _store_or_find(deps: Deps, principal: Principal, new: NewTask, keyed: bool) -> Accepted:
+    if keyed:
+        # A retried submission is answered without counting against the quota.
+        old = (await existing_docs(deps, [new.task_id])).get(new.task_id)
+        if old is not None:
+            return _replay(old, new)
+    [result] = await create(deps, principal, [new])
+    if result.conflict:
+        raise conflict()
+    return Accepted(TaskView.of(result.task), replayed=not result.created)
+
+
+def _replay(old: Doc, new: NewTask) -> Accepted:
+    if old.get("request_hash") != new.request_hash:
+        metrics.SUBMISSIONS_REJECTED.labels("idempotency_conflict").inc()
+        raise conflict()
+    return Accepted(view_of(old), replayed=True)
+
+
+async def _read(deps: Deps, task_id: str, fallback: TaskView) -> TaskView:
+    doc = await deps.store.tasks.find_one({"_id": task_id}, VIEW_FIELDS)
+    return TaskView.of(doc_to_task(doc)) if doc is not None else fallback
+
+
+async def wait_until_terminal(deps: Deps, follower: Follower, timeout_s: float) -> bool:
+    """Whether the followed task reached a terminal status within ``timeout_s``.
+
+    Waits on the process's event subscription, not by polling the store; the store is
+    read only after a resync (missed events).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while (left := deadline - loop.time()) > 0:
+        notice = await follower.next(left)
+        if notice is None or isinstance(notice, Closed):
+            return False
+        if isinstance(notice, LiveEvent) and notice.terminal:
+            return True
+        if isinstance(notice, Resync):
+            doc = await deps.store.tasks.find_one({"_id": follower.task_id}, {"status": 1})
+            if doc is not None and TaskStatus(doc["status"]).is_terminal:
+                return True
+    return False

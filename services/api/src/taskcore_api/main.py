@@ -1,0 +1,76 @@
+"""The API process: composition root."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from taskcore.adapters.rabbit import Publisher, broker_readiness, connect_broker
+from taskcore.messages.topology import declare_topology
+from taskcore.observability import http_server
+from taskcore.outbox import OutboxRelay
+from taskcore.registry import load_registry
+from taskcore.service import open_store, port_for
+from taskcore.settings import Settings
+from taskcore.tracing import instrument_app
+
+from taskcore_api.app import create_app
+from taskcore_api.auth import KeyRing
+from taskcore_api.deadletters.worker import DeadLetterWorker
+from taskcore_api.deps import Deps
+from taskcore_api.faults import submission_publisher
+from taskcore_api.live import LiveEvents
+from taskcore_api.quotas import QuotaPolicy, ensure_quota_indexes
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    connection = await connect_broker(settings.rabbitmq_url, name="taskcore-api")
+    store = await open_store(settings)
+    try:
+        channel = await connection.channel()
+        await declare_topology(channel)
+        await ensure_quota_indexes(store)
+        publisher = await Publisher.open(connection)
+        live = LiveEvents()
+        await live.start(connection)
+        deps = Deps(
+            settings=settings,
+            store=store,
+            publisher=publisher,
+            registry=load_registry(settings),
+            keys=KeyRing(settings.api_keys),
+            live=live,
+            quota_policy=QuotaPolicy.from_settings(settings),
+            submission_publisher=submission_publisher(publisher, os.environ),
+        )
+
+        broker = broker_readiness(connection)
+
+        app = create_app(deps, [store.ping, broker])
+        instrument_app(app, settings)
+        server = http_server(app, settings.host, port_for("api", settings))
+        relay = OutboxRelay(
+            store,
+            publisher,
+            after_s=settings.relay_after_seconds,
+            interval_s=settings.relay_interval_seconds,
+        )
+        relay_task = asyncio.create_task(relay.run_forever(), name="outbox-relay")
+        dead_letters = DeadLetterWorker(store, connection, publisher, deps.registry)
+        await dead_letters.start()
+        server_task = asyncio.create_task(server.serve(), name="http")
+        stop_task = asyncio.create_task(stop.wait())
+        await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        # Open event streams would hold the server's shutdown: end them first.
+        live.close()
+        server.should_exit = True
+        await server_task
+        await dead_letters.stop()
+        relay_task.cancel()
+        stop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay_task
+    finally:
+        await connection.close()
+        await store.close()

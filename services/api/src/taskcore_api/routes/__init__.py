@@ -1,0 +1,1 @@
+"""HTTP routes: translate between the wire and the handlers, nothing more."""

@@ -1,0 +1,213 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from taskcore.domain.events import TaskEvent
+from taskcore.domain.status import TaskStatus
+from taskcore.domain.task import SubtaskCounts, Task, TaskError
+
+from taskcore_api.errors import ErrorBody
+
+MAX_PRIORITY = 9
+MAX_ATTEMPTS_LIMIT = 20
+MAX_BATCH = 1000
+MAX_IDEMPOTENCY_KEY = 200
+
+
+class TaskSubmission(BaseModel):
+    """One task to run. ``parameters`` must validate against the type's parameter schema
+    (``GET /v1/task-types``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"task_type": "diag.sleep", "parameters": {"seconds": 1}, "priority": 5}]
+        },
+    )
+
+    task_type: str = Field(min_length=1, max_length=200, description="A registered task type.")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=0, le=MAX_PRIORITY, description="0 (lowest) to 9.")
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ATTEMPTS_LIMIT,
+        description="Attempts before dead-lettering; the type's default when absent.",
+    )
+
+
+class BatchItem(TaskSubmission):
+    """A batch entry: a submission with its own optional idempotency key."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"task_type": "diag.noop", "parameters": {}, "idempotency_key": "order-17"}
+            ]
+        },
+    )
+
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY,
+        description="Like the Idempotency-Key header of a single submission, per item.",
+    )
+
+
+class BatchRequest(BaseModel):
+    """Up to 1000 submissions. Each item is validated on its own, so one bad item fails
+    alone; its result says why."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "tasks": [
+                        {"task_type": "diag.noop"},
+                        {"task_type": "diag.sleep", "parameters": {"seconds": 0.5}},
+                    ]
+                }
+            ]
+        },
+    )
+
+    tasks: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        json_schema_extra={"items": {"$ref": "#/components/schemas/BatchItem"}},
+    )
+
+
+class TaskView(BaseModel):
+    """A task as the API shows it."""
+
+    id: str
+    user_id: str
+    task_type: str
+    status: TaskStatus
+    parameters: dict[str, Any]
+    progress: dict[str, Any] | None
+    result: Any
+    error: TaskError | None
+    attempts: int
+    retry_count: int
+    max_attempts: int
+    priority: int
+    tier: Literal["free", "paid"]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None
+    execution_node_id: str | None
+    parent_task_id: str | None
+    root_task_id: str | None
+    cancel_requested: bool
+    subtasks: SubtaskCounts
+    version: int = Field(description="The highest event sequence folded into this state.")
+
+    @field_validator(
+        "created_at",
+        "updated_at",
+        "started_at",
+        "finished_at",
+        "last_attempt_at",
+        "next_attempt_at",
+    )
+    @classmethod
+    def _to_store_precision(cls, value: datetime | None) -> datetime | None:
+        # The store keeps milliseconds: a task answered before and after it was stored
+        # must look the same.
+        if value is None:
+            return None
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+    @classmethod
+    def of(cls, task: Task) -> TaskView:
+        return cls.model_validate(task.model_dump())
+
+
+class TaskList(BaseModel):
+    items: list[TaskView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: done.")
+
+
+class BatchAccepted(BaseModel):
+    ok: Literal[True] = True
+    task: TaskView
+
+
+class BatchRejected(BaseModel):
+    ok: Literal[False] = False
+    error: ErrorBody
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchAccepted | BatchRejected] = Field(description="In request order.")
+
+
+class EventView(BaseModel):
+    """One entry of a task's event log."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "0f3c...:1",
+                    "task_id": "0f3c...",
+                    "sequence": 1,
+                    "type": "task.submitted",
+                    "occurred_at": "2026-01-01T00:00:00Z",
+                    "data": {"task_type": "diag.noop"},
+                }
+            ]
+        }
+    )
+
+    event_id: str
+    task_id: str
+    sequence: int
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: TaskEvent) -> EventView:
+        return cls(
+            event_id=event.event_id,
+            task_id=event.task_id,
+            sequence=event.sequence,
+            type=event.type.value,
+            occurred_at=event.occurred_at,
+            data=event.data,
+        )
+
+
+class EventList(BaseModel):
+    items: list[EventView]
+    next_cursor: str | None
+
+
+class StreamEvent(EventView):
+    """The data of each SSE event after the first: an event-log entry and the task's
+    status right after it. The first SSE event (``event: state``) carries a ``TaskView``."""
+
+    status: TaskStatus
+
+
+class TaskTypeView(BaseModel):
+    name: str
+    description: str
+    parameters_schema: dict[str, Any]
+
+
+class TaskTypeList(BaseModel):
+    items: list[TaskTypeView]

@@ -1,0 +1,1 @@
+"""The event bridge: committed events out as CloudEvents on tasks.events.exchange."""

@@ -1,0 +1,1 @@
+"""The executor service: claims task messages, runs task types, records outcomes."""

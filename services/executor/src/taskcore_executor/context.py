@@ -1,0 +1,233 @@
+"""The ``TaskContext`` a running task sees, and the executor's record of one attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from taskcore.adapters.mongo import Store
+from taskcore.adapters.rabbit import EventEmitter, Publisher
+from taskcore.domain.events import EventType
+from taskcore.messages.envelope import TaskMessage
+from taskcore.plugin import NonRetryableError, SubtaskSpec, TaskCancelled
+from taskcore.registry import TaskTypeRegistry, UnknownTaskType
+from taskcore.submission import NewTask, idempotent_task_id, submit_tasks
+
+from taskcore_executor.claims import SEQUENCE_BLOCK, extend_leases, reserve_sequences
+from taskcore_executor.outcomes import Sequencer
+
+# At most one progress event per task per interval; the latest value wins.
+PROGRESS_INTERVAL_S = 0.25
+# Children are inserted and dispatched in chunks, checking for a cancel between them.
+SUBTASK_CHUNK = 500
+
+log = logging.getLogger("taskcore.task")
+T = TypeVar("T")
+
+
+class RunningTask:
+    """One attempt in progress: what the context needs, and the flags that stop it."""
+
+    def __init__(self, msg: TaskMessage, attempt: int, seq: Sequencer, root_task_id: str) -> None:
+        self.msg = msg
+        self.attempt = attempt
+        self.seq = seq
+        self.root_task_id = root_task_id
+        self.cancelled = asyncio.Event()  # checked at the task's checkpoints
+        self.children: list[str] = []
+        self.lost = False  # another executor owns the claim now: drop the outcome
+        self.handing_back = False  # shutdown: give the task back unfinished
+        self.finishing = False  # the outcome is being recorded: too late to stop
+        self.execution: asyncio.Task[Any] | None = None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def lose(self) -> None:
+        if not self.finishing:
+            self.lost = True
+            self.cancelled.set()
+
+    def hand_back(self) -> None:
+        if not self.finishing and self.execution is not None:
+            self.handing_back = True
+            self.cancelled.set()  # a task in a worker thread stops at its next checkpoint
+            self.execution.cancel()
+
+
+class ExecutionContext:
+    def __init__(
+        self,
+        running: RunningTask,
+        *,
+        store: Store,
+        publisher: Publisher,
+        emitter: EventEmitter,
+        registry: TaskTypeRegistry,
+        node: str,
+        lease_s: float,
+    ) -> None:
+        self._running = running
+        self._store = store
+        self._publisher = publisher
+        self._emitter = emitter
+        self._registry = registry
+        self._node = node
+        self._lease_s = lease_s
+        self._last_progress = 0.0
+        self._pending_progress: dict[str, Any] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        msg = running.msg
+        self.task_id = msg.task_id
+        self.user_id = msg.user_id
+        self.tier: str = msg.tier
+        self.attempt = running.attempt
+        self.retry_count = msg.retry_count
+        self.log = logging.LoggerAdapter(
+            log, {"task_id": msg.task_id, "task_type": msg.task_type, "attempt": running.attempt}
+        )
+
+    # ---- progress: throttled, and never waits on the broker or the store -------------
+
+    async def update_progress(self, progress: dict[str, Any]) -> None:
+        self.schedule_progress(progress)
+
+    def schedule_progress(self, progress: dict[str, Any]) -> None:
+        self._pending_progress = dict(progress)
+        if self._flusher is None:
+            wait = PROGRESS_INTERVAL_S - (time.monotonic() - self._last_progress)
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_after(wait))
+
+    async def _flush_after(self, wait_s: float) -> None:
+        try:
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)  # the throttle window
+            await self._emit_pending()
+        except Exception:
+            self.log.warning("A progress update could not be sent.", exc_info=True)
+        finally:
+            self._flusher = None
+        if self._pending_progress is not None:  # arrived while this one was being sent
+            self.schedule_progress(self._pending_progress)
+
+    async def _emit_pending(self) -> None:
+        if self._pending_progress is None:
+            return
+        seq = self._running.seq
+        if seq.remaining <= 1:  # keep the block's last sequence for the outcome
+            first = await reserve_sequences(self._store, self.task_id)
+            seq.next, seq.last = first, first + SEQUENCE_BLOCK - 1
+        progress, self._pending_progress = self._pending_progress, None
+        self._last_progress = time.monotonic()
+        sent = self._emitter.emit(seq.event(EventType.PROGRESS, {"progress": progress}))
+        sent.add_done_callback(_ignore_outcome)  # best effort: the outcome supersedes it
+
+    async def flush_progress(self) -> None:
+        """Send the latest progress now, before the outcome (the attempt is over)."""
+        self.close()
+        with contextlib.suppress(Exception):
+            await self._emit_pending()
+
+    def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+
+    # ---- subtasks --------------------------------------------------------------------
+
+    async def submit_subtasks(self, specs: list[SubtaskSpec]) -> list[str]:
+        batch = [self._new_child(spec) for spec in specs]
+        keys = [spec.key for spec in specs]
+        if len(set(keys)) != len(keys):
+            raise NonRetryableError("subtask keys must be unique within a parent")
+        ids: list[str] = []
+        for start in range(0, len(batch), SUBTASK_CHUNK):
+            self.check_cancelled()
+            results = await submit_tasks(
+                self._store, self._publisher, batch[start : start + SUBTASK_CHUNK]
+            )
+            chunk = [r.task.id for r in results]
+            self._running.children.extend(chunk)  # even if a later chunk fails
+            ids.extend(chunk)
+        return ids
+
+    async def submit_subtask(self, spec: SubtaskSpec) -> str:
+        [task_id] = await self.submit_subtasks([spec])
+        return task_id
+
+    def _new_child(self, spec: SubtaskSpec) -> NewTask:
+        msg = self._running.msg
+        try:
+            child_type = self._registry.get(spec.task_type)
+        except UnknownTaskType:
+            raise NonRetryableError(f"unknown subtask type {spec.task_type!r}") from None
+        params = child_type.Params.model_validate(spec.parameters).model_dump(mode="json")
+        return NewTask(
+            # Deterministic: a re-run of this parent names (and so dedupes) the same child.
+            task_id=idempotent_task_id(self.task_id, spec.key),
+            user_id=msg.user_id,
+            task_type=spec.task_type,
+            parameters=params,
+            priority=spec.priority if spec.priority is not None else msg.priority,
+            max_attempts=spec.max_attempts or child_type.retry.max_attempts,
+            tier=msg.tier,
+            parent_task_id=self.task_id,
+            root_task_id=self._running.root_task_id,
+            subtask_policy=child_type.subtask_policy.value,
+            failure_threshold=child_type.failure_threshold,
+            traceparent=self._running.seq.traceparent,  # children join the parent's trace
+        )
+
+    # ---- checkpoints -----------------------------------------------------------------
+
+    def check_cancelled(self) -> None:
+        if self._running.cancelled.is_set():
+            raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+    async def heartbeat(self) -> None:
+        await extend_leases(self._store, [self.task_id], self._node, self._lease_s)
+
+
+class ThreadContext:
+    """The context of a CPU-bound task running on a worker thread's own event loop.
+
+    Calls that touch the broker or the store run on the executor's loop; progress is
+    handed over without waiting; the cancel check reads a flag.
+    """
+
+    def __init__(self, ctx: ExecutionContext, loop: asyncio.AbstractEventLoop) -> None:
+        self._ctx = ctx
+        self._loop = loop
+        self.task_id = ctx.task_id
+        self.user_id = ctx.user_id
+        self.tier: str = ctx.tier
+        self.attempt = ctx.attempt
+        self.retry_count = ctx.retry_count
+        self.log = ctx.log
+
+    async def update_progress(self, progress: dict[str, Any]) -> None:
+        self._loop.call_soon_threadsafe(self._ctx.schedule_progress, dict(progress))
+
+    async def submit_subtasks(self, specs: list[SubtaskSpec]) -> list[str]:
+        return await self._on_executor_loop(self._ctx.submit_subtasks(specs))
+
+    async def submit_subtask(self, spec: SubtaskSpec) -> str:
+        return await self._on_executor_loop(self._ctx.submit_subtask(spec))
+
+    def check_cancelled(self) -> None:
+        self._ctx.check_cancelled()
+
+    async def heartbeat(self) -> None:
+        await self._on_executor_loop(self._ctx.heartbeat())
+
+    async def _on_executor_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+
+def _ignore_outcome(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved, so asyncio does not log it as never retrieved
