@@ -1,0 +1,166 @@
+"""The mixed workload every fault test runs, submitted over HTTP, with what each task must
+end as.
+
+Kinds: ``noop``; ``sleep`` (0.2-1 s); ``flaky`` (fails once, then succeeds on a retry);
+``doomed`` (a non-retryable failure: dead-lettered, the expected dead letters); ``fanout``
+(``children`` noop subtasks, collect-all). Every item carries an idempotency key, so a
+batch retried after a failed request creates each task once.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from taskcore.adapters.mongo import Store
+from taskcore.testing import wait_for_async
+
+from tests.e2e.conftest import USER_KEY
+
+AUTH = {"Authorization": f"Bearer {USER_KEY}"}
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "DEAD_LETTER", "COMPLETED_WITH_ERRORS")
+# Per item kind: how many at scale 1, the task type, and the status it must end in.
+KINDS: dict[str, tuple[int, str, str]] = {
+    "noop": (30, "diag.noop", "COMPLETED"),
+    "sleep": (14, "diag.sleep", "COMPLETED"),
+    "flaky": (8, "diag.fail", "COMPLETED"),
+    "doomed": (4, "diag.fail", "DEAD_LETTER"),
+    "fanout": (2, "diag.fanout", "COMPLETED"),
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str
+    parameters: dict[str, Any]
+    key: str
+
+    @property
+    def task_type(self) -> str:
+        return KINDS[self.kind][1]
+
+    @property
+    def expected_status(self) -> str:
+        return KINDS[self.kind][2]
+
+    def submission(self) -> dict[str, Any]:
+        return {
+            "task_type": self.task_type,
+            "parameters": self.parameters,
+            "idempotency_key": self.key,
+        }
+
+
+@dataclass(frozen=True)
+class Workload:
+    items: tuple[Item, ...]
+    children: int
+
+    @classmethod
+    def mixed(cls, *, scale: int = 1, children: int = 20, seed: int = 7) -> Workload:
+        rng = random.Random(seed)
+        run = uuid.uuid4().hex[:8]
+        items: list[Item] = []
+        for kind, (count, _, _) in KINDS.items():
+            for n in range(count * scale):
+                items.append(Item(kind, _parameters(kind, rng, children), f"{run}-{kind}-{n}"))
+        rng.shuffle(items)
+        return cls(tuple(items), children)
+
+    @property
+    def total(self) -> int:
+        """Tasks including the fan-outs' children."""
+        return len(self.items) + self.children * sum(i.kind == "fanout" for i in self.items)
+
+    def waves(self, n: int) -> list[Workload]:
+        """The items split into ``n`` workloads, to submit at different moments."""
+        return [Workload(self.items[i::n], self.children) for i in range(n)]
+
+
+def _parameters(kind: str, rng: random.Random, children: int) -> dict[str, Any]:
+    if kind == "sleep":
+        return {"seconds": round(rng.uniform(0.2, 1.0), 2)}
+    if kind == "flaky":
+        return {"times": 1}
+    if kind == "doomed":
+        return {"times": 9, "retryable": False}
+    if kind == "fanout":
+        return {"count": children}
+    return {}
+
+
+@dataclass
+class Submitted:
+    """The top-level tasks a run created: task id -> its item."""
+
+    items: dict[str, Item]
+
+    def of_kind(self, kind: str) -> list[str]:
+        return [task_id for task_id, item in self.items.items() if item.kind == kind]
+
+    def merge(self, other: Submitted) -> Submitted:
+        return Submitted({**self.items, **other.items})
+
+
+async def submit(api_url: str, workload: Workload, *, within: float = 60.0) -> Submitted:
+    """POST the workload to ``/v1/tasks/batch``, again and again until every item is
+    accepted (a request during an outage may fail; the keys make a repeat harmless)."""
+    body = {"tasks": [item.submission() for item in workload.items]}
+
+    done: Submitted | None = None
+
+    async def accepted() -> bool:
+        nonlocal done
+        try:
+            async with httpx.AsyncClient(timeout=20) as client:
+                response = await client.post(f"{api_url}/v1/tasks/batch", headers=AUTH, json=body)
+        except httpx.HTTPError:
+            return False
+        if response.status_code >= 500:
+            return False
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert all(r["ok"] for r in results), results
+        done = Submitted(
+            {r["task"]["id"]: item for r, item in zip(results, workload.items, strict=True)}
+        )
+        return True
+
+    await wait_for_async(accepted, timeout=within, interval=0.5, message="batch accepted")
+    assert done is not None
+    return done
+
+
+async def count_terminal(store: Store) -> int:
+    return await store.tasks.count_documents({"status": {"$in": list(TERMINAL)}})
+
+
+async def wait_terminal(store: Store, at_least: int, *, within: float = 60.0) -> int:
+    """Wait until at least ``at_least`` tasks of the run's database are terminal."""
+
+    seen = 0
+
+    async def enough() -> bool:
+        nonlocal seen
+        seen = await count_terminal(store)
+        return seen >= at_least
+
+    try:
+        await wait_for_async(enough, timeout=within, interval=0.1, message=f"{at_least} terminal")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} ({seen} terminal)") from exc
+    return seen
+
+
+async def expected_statuses(store: Store, submitted: Submitted) -> Mapping[str, str]:
+    """Every task the run must end with (the fan-outs' children read from the store) and
+    the status it must end in."""
+    statuses = {task_id: item.expected_status for task_id, item in submitted.items.items()}
+    parents = submitted.of_kind("fanout")
+    async for child in store.tasks.find({"parent_task_id": {"$in": parents}}, {"_id": 1}):
+        statuses[child["_id"]] = "COMPLETED"
+    return statuses
