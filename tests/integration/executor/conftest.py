@@ -24,5 +24,7 @@ async def system(settings: Settings, store: Store) -> AsyncIterator[System]:
     try:
         yield sys_
     finally:
-        await sys_.close()
-        await connection.close()
+        try:
+            await sys_.close()
+        finally:
+            await connection.close()

@@ -8,6 +8,7 @@ still look at module state (``plugin.STARTED``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -76,9 +77,21 @@ class System:
         self.publisher = await Publisher.open(self.connection)
 
     async def close(self) -> None:
+        """Stop every service; one that does not stop in time is cancelled, so nothing of
+        this test keeps running into the next one."""
+        failures: list[Exception] = []
         for service in reversed(self.services):
-            if not service.task.done():
+            if service.task.done():
+                continue
+            try:
                 await service.stop()
+            except Exception as exc:
+                failures.append(exc)
+                service.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await service.task
+        if failures:
+            raise failures[0]
 
     # ---- services ----------------------------------------------------------------------
 

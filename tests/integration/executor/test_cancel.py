@@ -85,7 +85,11 @@ async def test_a_redelivered_message_of_a_task_being_cancelled_closes_it(system:
 
 async def test_a_cancelled_cpu_bound_task_stops_at_its_next_checkpoint(system: System) -> None:
     await system.start_aggregator()
-    await system.start_executor()
+    # The test is about the cancel signal reaching a worker thread. With the tests' short
+    # lease, a loop starved by the spinning thread on a loaded machine can let the lease
+    # lapse, and the cancel then rightly closes the task as abandoned instead (covered by
+    # test_a_redelivered_message_of_a_task_being_cancelled_closes_it).
+    await system.start_executor(lease_seconds=30)
     task_id = await system.submit("test.spin", {"seconds": 120})
     # A spinning thread shares the process with the in-process aggregator: on a loaded
     # machine its fold of task.started can take a while, so the wait is generous.

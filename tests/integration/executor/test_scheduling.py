@@ -69,17 +69,17 @@ async def test_cpu_bound_type_runs_on_a_worker_thread_without_stalling_others(
     system: System,
 ) -> None:
     await system.start_aggregator()
-    await system.start_executor()
+    await system.start_executor(lease_seconds=30)  # see test_cancel: the lease is not tested
     # Long enough that, on a loaded machine, the spin is still running when its start
-    # has been folded (the in-process aggregator shares the spinning process).
-    spin = await system.submit("test.spin", {"seconds": 8.0})
+    # has been folded and a noop has run (the in-process aggregator shares the process).
+    spin = await system.submit("test.spin", {"seconds": 15.0})
     await system.wait_status(spin, "RUNNING", within_s=60)
     # While it spins, other tasks run on the event loop
     noop = await system.submit("diag.noop")
     await system.wait_status(noop, "COMPLETED", within_s=10)
     assert (await system.doc(spin))["status"] == "RUNNING"
 
-    task = await system.wait_status(spin, "COMPLETED", within_s=30)
+    task = await system.wait_status(spin, "COMPLETED", within_s=60)
     assert task["result"]["thread"].startswith("taskcore-cpu")
     assert task["result"]["loops"] > 0
     assert (await system.events(spin, "task.progress")) != []
