@@ -142,9 +142,13 @@ class OutboxRelay:
         """Re-publish stale entries once; returns how many entries were sent."""
         now = now_ms()
         cutoff = now - int(self._after.total_seconds() * 1000)
-        docs = await self._store.tasks.find(
-            {"outbox_at_ms": {"$lt": cutoff}}, {"outbox": 1}
-        ).to_list(limit)
+        docs = (
+            await self._store.tasks.find(
+                {"outbox_at_ms": {"$lt": cutoff}}, {"outbox": 1, "outbox_at_ms": 1}
+            )
+            .limit(limit)
+            .to_list(None)
+        )
         drained = [d["_id"] for d in docs if not d.get("outbox")]
         if drained:
             # A writer that adds an entry sets outbox_at_ms to now, which this excludes.
@@ -155,17 +159,26 @@ class OutboxRelay:
         sent = 0
         for doc in docs:
             entries = [OutboxEntry.model_validate(e) for e in (doc.get("outbox") or {}).values()]
-            if not entries:
+            if not entries or not await self._claim(doc["_id"], doc["outbox_at_ms"], now):
                 continue
             entries.sort(key=lambda e: e.event.sequence)
             await deliver(self._publisher, entries)
-            # Back off: the next sweep retries only if the aggregator still has not folded.
-            await self._store.tasks.update_one(
-                {"_id": doc["_id"], "outbox_at_ms": {"$lt": cutoff}},
-                {"$set": {"outbox_at_ms": now}},
-            )
             sent += len(entries)
         if sent:
             metrics.OUTBOX_REPUBLISHED.inc(sent)
             log.warning("The outbox relay re-published %d stale messages.", sent)
         return sent
+
+    async def _claim(self, task_id: str, seen_at_ms: int, now: int) -> bool:
+        """Move the entries' clock forward before sending them, only if no one else did.
+
+        Every service runs a relay, and replicas run several: only the relay whose
+        conditional update wins sends, so a stale entry goes out once per period rather
+        than once per relay. A relay that dies between claim and send only delays the
+        entries by one period; a writer that added an entry meanwhile moved the clock, and
+        its own publish is under way.
+        """
+        claimed = await self._store.tasks.update_one(
+            {"_id": task_id, "outbox_at_ms": seen_at_ms}, {"$set": {"outbox_at_ms": now}}
+        )
+        return claimed.matched_count == 1

@@ -49,8 +49,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = 20.0
     disable_diag: bool = False
 
-    # Outbox relay: how old an unpublished outbox entry must be before it is re-sent.
-    relay_after_seconds: float = 5.0
+    # Outbox relay: how old an unfolded outbox entry must be before it is re-sent. Long
+    # enough that an aggregator lagging under a burst is not sent its backlog again (a
+    # lost publish, which needs the relay, is rare: its writer crashed mid-step).
+    relay_after_seconds: float = 15.0
     relay_interval_seconds: float = 1.0
 
     # API: submission quotas per tier, in tasks per minute and per UTC day (unset means

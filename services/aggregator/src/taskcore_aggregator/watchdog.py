@@ -56,13 +56,15 @@ class Watchdog:
     async def sweep(self) -> int:
         """One pass; returns how many parents it closed."""
         fields = {"updated_at": 1, "subtasks_changed_ms": 1}
-        awaiting = await self.store.tasks.find({"awaiting_children": True}, fields).to_list(
-            SWEEP_LIMIT
+        awaiting = (
+            await self.store.tasks.find({"awaiting_children": True}, fields)
+            .limit(SWEEP_LIMIT)
+            .to_list(None)
         )
         stale = self.store.tasks.find(
             {"subtasks_marked_ms": {"$lt": now_ms() - self.stale_ms}}, {"_id": 1}
-        )
-        ids = {d["_id"] for d in awaiting} | {d["_id"] for d in await stale.to_list(SWEEP_LIMIT)}
+        ).limit(SWEEP_LIMIT)
+        ids = {d["_id"] for d in awaiting} | {d["_id"] for d in await stale.to_list(None)}
         metrics.PARENTS_AWAITING_OLDEST_SECONDS.set(oldest_quiet_seconds(awaiting, now_ms()))
         closed = 0
         for parent_id in sorted(ids):

@@ -97,7 +97,7 @@ class ReplayJobs:
         found = self.repo.jobs.find(
             {"state": RUNNING, "lease_until_ms": {"$lt": now_ms()}}, {"_id": 1}
         )
-        return [d["_id"] for d in await found.to_list(limit)]
+        return [d["_id"] for d in await found.limit(limit).to_list(None)]
 
     async def run(self, job_id: str) -> bool:
         """Claim the job and replay its remaining ids; False if someone else holds it."""

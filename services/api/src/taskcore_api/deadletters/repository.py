@@ -65,7 +65,7 @@ class DeadLetterRepository:
         found = self.records.find(query).sort(
             [("dead_lettered_at_ms", DESCENDING), ("_id", DESCENDING)]
         )
-        return await found.to_list(limit)
+        return await found.limit(limit).to_list(None)
 
     async def count(self, selection: DeadLetterFilter, state: StateFilter) -> int:
         return await self.records.count_documents(selection.query(state))
@@ -75,7 +75,7 @@ class DeadLetterRepository:
         found = self.records.find(selection.query("pending"), {"_id": 1}).sort(
             [("dead_lettered_at_ms", ASCENDING), ("_id", ASCENDING)]
         )
-        return [d["_id"] for d in await found.to_list(limit)]
+        return [d["_id"] for d in await found.limit(limit).to_list(None)]
 
     async def move(
         self, record_id: str, condition: Doc, target: str, fields: Doc | None = None, **inc: int
@@ -111,4 +111,4 @@ class DeadLetterRepository:
             },
             {"_id": 1, "state": 1},
         )
-        return await found.to_list(limit)
+        return await found.limit(limit).to_list(None)
