@@ -79,8 +79,11 @@ async def deployment(mongo_url: str, vhost: str, database: str) -> AsyncIterator
 def the_scenario() -> tuple[Scenario, list[str], list[EventBatch]]:
     rng = random.Random(41)
     scenario = mixed_scenario(rng, 300)
+    # No replayed children under a parent here: a child's replay can fold before or after
+    # its parent closes (on dead-lettered siblings), and the parent's final event then
+    # rightly differs between deployments. test_parents covers replayed children.
     parents = [
-        family(scenario, rng, ["ok", "dead", "retry_ok", "cancelled", "replayed"] * 6)[0].task_id,
+        family(scenario, rng, ["ok", "dead", "retry_ok", "cancelled"] * 6)[0].task_id,
         family(scenario, rng, ["ok"] * 30, policy="threshold", threshold=0.3)[0].task_id,
         family(scenario, rng, ["ok"] * 10 + ["failed_child"], policy="fail_fast")[0].task_id,
     ]

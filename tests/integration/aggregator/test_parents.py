@@ -20,7 +20,7 @@ from taskcore.domain.task import SubtaskCounts
 from taskcore.settings import Settings
 from taskcore.testing import wait_for_async
 from taskcore_aggregator.parent_policy import parent_outcome
-from taskcore_aggregator.parents import count_statuses, mark_for_recount
+from taskcore_aggregator.parents import count_statuses, mark_for_recount, refresh_parent
 from taskcore_aggregator.projection import load_logs
 from taskcore_aggregator.projector import Projector
 from taskcore_aggregator.retention import Retention
@@ -107,6 +107,18 @@ async def wait_terminal(store: Store, task_ids: list[str], within: float = 60.0)
     await wait_for_async(all_terminal, timeout=within, interval=0.1, message="parents closed")
 
 
+async def wait_counters_settled(store: Store, parent_ids: list[str], within: float = 30.0) -> None:
+    async def settled() -> bool:
+        for parent_id in parent_ids:
+            doc = await store.tasks.find_one({"_id": parent_id}, {"subtasks": 1})
+            stored = SubtaskCounts.model_validate((doc or {}).get("subtasks") or {})
+            if stored != await recount_from_log(store, parent_id):
+                return False
+        return True
+
+    await wait_for_async(settled, timeout=within, interval=0.1, message="counters settled")
+
+
 async def test_counters_count_each_child_transition_once_and_each_parent_closes_once(
     settings: Settings, store: Store, publisher: Publisher
 ) -> None:
@@ -132,6 +144,8 @@ async def test_counters_count_each_child_transition_once_and_each_parent_closes_
         await publish(publisher, messages[half:])
         # When every child is terminal
         await wait_terminal(store, parents)
+        # (a replayed child may be folded after its parent closed: counters follow it)
+        await wait_counters_settled(store, parents)
         live = await projections(store)
     # Then each parent closed once, by its policy
     for parent_id in parents:
@@ -206,6 +220,32 @@ async def test_the_watchdog_closes_a_parent_left_open_once_even_from_two_replica
     assert SubtaskCounts.model_validate(doc["subtasks"]) == counts(completed=2, dead_letter=1)
     # and a later sweep does nothing more
     assert await watchdogs[0].sweep() == 0
+
+
+async def test_a_parent_closes_with_the_counts_it_closed_on_even_if_an_older_recount_won(
+    store: Store, publisher: Publisher
+) -> None:
+    rng = random.Random(17)
+    scenario = Scenario()
+    parent, _ = family(scenario, rng, ["ok", "dead", "ok"])
+    await scenario.insert(store)
+    await Projector(store, Retention(timedelta(days=1))).fold_batch(scenario.events)
+    # Given a recount that read the same mark before the last child finished got its
+    # (now stale) counts stored first
+    await mark_for_recount(store, [parent.task_id])
+    await store.tasks.update_one(
+        {"_id": parent.task_id},
+        {"$set": {"subtasks_counted": 1, "subtasks": counts(completed=1, running=1).model_dump()}},
+    )
+    # When the fresher recount of that mark closes the parent
+    assert await refresh_parent(store, publisher, parent.task_id)
+    # Then the parent shows the counts of its final event, not the stale ones
+    doc = await store.tasks.find_one({"_id": parent.task_id})
+    assert doc is not None
+    [entry] = (doc.get("outbox") or {}).values()
+    closed_on = SubtaskCounts.model_validate(entry["event"]["data"]["subtasks"])
+    assert closed_on == counts(completed=2, dead_letter=1)
+    assert SubtaskCounts.model_validate(doc["subtasks"]) == closed_on
 
 
 async def test_the_watchdog_recounts_a_parent_whose_recount_was_lost(

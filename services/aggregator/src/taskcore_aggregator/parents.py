@@ -130,7 +130,17 @@ async def maybe_close(
     won = await store.tasks.update_one(
         # Every task document is inserted with children_settled False (submission).
         {"_id": parent.id, "children_settled": False},
-        {"$set": {"children_settled": True, **outbox_fields([entry])}},
+        # The counters it closed with, too: a recount that read the same mark a little
+        # earlier may have stored older counts and made this one's store a no-op (the
+        # next mark's recount would fix them, but a reader of the closed parent should not
+        # see counts that disagree with its final event meanwhile).
+        {
+            "$set": {
+                "children_settled": True,
+                "subtasks": counts.model_dump(),
+                **outbox_fields([entry]),
+            }
+        },
     )
     if won.matched_count != 1:
         return False  # another replica (or the watchdog) closed it first
