@@ -60,12 +60,21 @@ class _CommandCounter(monitoring.CommandListener):
         pass
 
 
+# PyMongo's monitor times its heartbeats by connectTimeoutMS, and a heartbeat that times
+# out clears the pool and interrupts the operations in flight. A short value turns a store
+# that pauses for a few seconds (a checkpoint, an election) into failed writes all over;
+# PyMongo's own default keeps them waiting instead.
+CONNECT_TIMEOUT_MS = 20_000
+
+
 def connect_mongo(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
+    """``timeout_ms`` bounds server selection: how long an operation waits for a store
+    that cannot be reached at all, before it fails."""
     return AsyncMongoClient(
         url,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
+        connectTimeoutMS=CONNECT_TIMEOUT_MS,
         uuidRepresentation="standard",
         event_listeners=[_CommandCounter()],
     )
