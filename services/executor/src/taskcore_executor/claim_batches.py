@@ -20,7 +20,7 @@ from taskcore.adapters.mongo import EPOCH_MS, Doc, Store, now_ms
 from taskcore.outbox import OutboxEntry, outbox_fields
 
 from taskcore_executor import claims
-from taskcore_executor.claims import SEQUENCE_BLOCK, Claim
+from taskcore_executor.claims import CLAIMED_FIELDS, SEQUENCE_BLOCK, Claim
 from taskcore_executor.coalescer import Coalescer
 
 ClaimRequest = tuple[str, int]  # task id, dispatch
@@ -98,7 +98,7 @@ class ClaimBatches:
         # By _id first: the token has no index, and a scan of every task grows with the
         # collection (346 ms at 40k tasks on the stand-in, against 4 ms this way).
         query = {"_id": {"$in": task_ids}, "exec.claim_token": token}
-        return await self.store.tasks.find(query).to_list(None)
+        return await self.store.tasks.find(query, CLAIMED_FIELDS).to_list(None)
 
     async def _finish_many(self, requests: list[FinishRequest]) -> list[bool]:
         tokens = [uuid.uuid4().hex for _ in requests]
@@ -118,7 +118,8 @@ class ClaimBatches:
             return [True] * len(ops)
         # Some lost their lease: each caller's own token says whether its update landed.
         ids = [claim.task_id for claim, _, _ in requests]
-        docs = {d["_id"]: d async for d in self.store.tasks.find({"_id": {"$in": ids}})}
+        found = self.store.tasks.find({"_id": {"$in": ids}}, {"exec": 1})
+        docs = {d["_id"]: d async for d in found}
         return [
             (docs.get(claim.task_id) or {}).get("exec", {}).get("finish_token") == token
             for (claim, _, _), token in zip(requests, tokens, strict=True)

@@ -34,6 +34,11 @@ class ClaimRefused(Exception):
         self.lease_left_s = lease_left_s
 
 
+# A claim reads the task document back for its bookkeeping, never for its outbox: the
+# submission's entry alone (its message and event) is most of a fresh document's size.
+CLAIMED_FIELDS = {"outbox": 0}
+
+
 def _lease_end(lease_s: float) -> int:
     return now_ms() + int(lease_s * 1000)
 
@@ -55,6 +60,7 @@ async def claim(store: Store, task_id: str, dispatch: int, node: str, lease_s: f
             },
             "$inc": {"seq": SEQUENCE_BLOCK, "exec.attempts": 1},
         },
+        CLAIMED_FIELDS,
         return_document=ReturnDocument.AFTER,
     )
     if doc is None:
