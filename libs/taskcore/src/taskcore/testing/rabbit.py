@@ -20,7 +20,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
-_AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
+# The tests' broker user, from the same RABBITMQ_URL the tests connect with.
+_BROKER = urlsplit(os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+USER = _BROKER.username or "guest"
+_AUTH = "Basic " + base64.b64encode(f"{USER}:{_BROKER.password or 'guest'}".encode()).decode()
 
 
 def _ctl(*args: str) -> None:
@@ -70,12 +73,12 @@ def create_vhost(prefix: str = "tc-test") -> str:
         _api("PUT", f"vhosts/{quote(name, safe='')}")
         _api(
             "PUT",
-            f"permissions/{quote(name, safe='')}/guest",
+            f"permissions/{quote(name, safe='')}/{quote(USER, safe='')}",
             {"configure": ".*", "write": ".*", "read": ".*"},
         )
         return name
     _ctl("add_vhost", name)
-    _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    _ctl("set_permissions", "-p", name, USER, ".*", ".*", ".*")
     return name
 
 
