@@ -36,7 +36,8 @@ async def open_store(settings: Settings) -> Store:
             "MONGO_URL is not set; point it at MongoDB (or run `taskcore dev`, which starts "
             "an embedded stand-in)."
         )
-    store = Store(connect_mongo(settings.mongo_url), settings.mongo_db)
+    client = connect_mongo(settings.mongo_url, bytes_written=settings.store_accounting)
+    store = Store(client, settings.mongo_db)
     try:
         await store.ping()
         await store.ensure_indexes()

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     prefetch: int = 128
     lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 20.0
+    # An attempt's task.started goes out on its own only once it has run this long; a
+    # faster one carries it with its outcome (one message and one fold for both).
+    started_delay_ms: float = Field(default=50.0, ge=0, le=10_000)
     disable_diag: bool = False
 
     # Outbox relay: how old an unfolded outbox entry must be before it is re-sent. Long
@@ -64,9 +67,17 @@ class Settings(BaseSettings):
     # API: seconds between keep-alive comments on Server-Sent Events streams.
     sse_ping_seconds: float = Field(default=15.0, gt=0)
 
+    # Batching without timers: a batch is whatever arrived while the previous one was being
+    # written or confirmed. These add a wait before each batch, for benchmarks comparing
+    # with timer-based batching; 0 (the default) adds none.
+    emit_linger_ms: float = Field(default=0.0, ge=0, le=1000)
+    fold_flush_ms: float = Field(default=0.0, ge=0, le=1000)
+
     # Aggregator
     fold_batch_size: int = 500
-    fold_flush_ms: float = 5.0
+
+    # Benchmarks: also measure the size of every write command sent to the store.
+    store_accounting: bool = False
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
