@@ -9,6 +9,7 @@ from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import Publisher
 from taskcore.registry import TaskTypeRegistry
 from taskcore.settings import Settings
+from taskcore.submission import Deliveries
 
 from taskcore_api.auth import KeyRing
 from taskcore_api.live import LiveEvents
@@ -28,6 +29,8 @@ class Deps:
     quota_policy: QuotaPolicy = field(default_factory=QuotaPolicy.unlimited)
     # What submissions publish with; only the test-only fault hook makes it differ.
     submission_publisher: Publisher | None = None
+    # Submissions' publishes, which go on after the answer (drained at shutdown).
+    deliveries: Deliveries = field(default_factory=Deliveries)
 
     @property
     def quotas(self) -> Quotas:

@@ -66,6 +66,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         live.close()
         server.should_exit = True
         await server_task
+        await deps.deliveries.drain(timeout_s=10)
         await dead_letters.stop()
         relay_task.cancel()
         stop_task.cancel()

@@ -41,8 +41,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await declare_topology(await connection.channel())
         publisher = await Publisher.open(connection)
-        emitter = EventEmitter(publisher)
-        emitter.start()
+        emitter = EventEmitter(publisher, linger_ms=settings.emit_linger_ms)
         registry = load_registry(settings)
         if any(task_type.cpu_bound for task_type in registry.all()):
             sys.setswitchinterval(min(switch_interval, CPU_BOUND_SWITCH_INTERVAL_S))

@@ -120,7 +120,9 @@ async def create(deps: Deps, principal: Principal, news: list[NewTask]) -> list[
     """Count the quota, store and dispatch; the quota is given back if that fails."""
     grant = await take_quota(deps, principal, len(news))
     try:
-        results = await submit_tasks(deps.store, deps.publisher_for_submissions, news)
+        results = await submit_tasks(
+            deps.store, deps.publisher_for_submissions, news, deps.deliveries
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             await deps.quotas.give_back(grant)
