@@ -1,0 +1,84 @@
+"""A valid workflow, with what the state machine asks of it precomputed once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taskcore.workflows.graph import upstream
+from taskcore.workflows.problems import InvalidWorkflow
+from taskcore.workflows.references import ReferencePath, reference_in
+from taskcore.workflows.submission import OnFailure, StepSpec, WorkflowSubmission
+from taskcore.workflows.validation import validate
+
+WORKFLOW_TASK_TYPE = "workflow"
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    spec: StepSpec
+    upstream: frozenset[str]  # every step it depends on, directly or transitively
+    for_each: ReferencePath | None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        return self.spec.depends_on
+
+
+@dataclass(frozen=True)
+class WorkflowPlan:
+    """A submission known to be valid, its steps in submission order.
+
+    Build it with ``WorkflowPlan.of``; the runtime may rebuild it whenever it needs to
+    (from the workflow task's parameters, say): the same submission gives an equal plan.
+    """
+
+    submission: WorkflowSubmission
+    steps: Mapping[str, PlannedStep]
+
+    @classmethod
+    def of(cls, submission: WorkflowSubmission) -> WorkflowPlan:
+        """The plan of ``submission``; ``InvalidWorkflow`` if its structure has problems
+        (the registry's checks are the API's, at submit)."""
+        problems = validate(submission)
+        if problems:
+            raise InvalidWorkflow(problems)
+        above = upstream({s.id: s.depends_on for s in submission.steps})
+        steps = {
+            s.id: PlannedStep(s, above[s.id], _for_each_path(s.for_each)) for s in submission.steps
+        }
+        return cls(submission, steps)
+
+    @property
+    def name(self) -> str | None:
+        return self.submission.name
+
+    @property
+    def on_failure(self) -> OnFailure:
+        return self.submission.on_failure
+
+
+def _for_each_path(for_each: Any) -> ReferencePath | None:
+    return None if for_each is None else reference_in(for_each)
+
+
+def step_key(step_id: str, element: int | None = None) -> str:
+    """The stable key of a step's task (``step:<id>``) or of a for_each element's
+    (``step:<id>:<n>``): derive child task ids from it (``idempotent_task_id``), so a
+    start ordered twice creates each task once."""
+    return f"step:{step_id}" if element is None else f"step:{step_id}:{element}"
+
+
+def parse_step_key(key: str) -> tuple[str, int | None] | None:
+    """``(step id, element or None)`` from a ``step_key``; None for any other string."""
+    parts = key.split(":")
+    if parts[0] != "step" or len(parts) not in (2, 3) or not parts[1]:
+        return None
+    if len(parts) == 2:
+        return parts[1], None
+    return (parts[1], int(parts[2])) if parts[2].isdigit() else None
