@@ -13,7 +13,7 @@ The rules, in this order:
    COMPLETED (it can never start); start it if every step it depends on COMPLETED. A
    start resolves the references first; one that resolves to nothing, or parameters the
    ``check_step`` hook finds invalid, fail the step instead (ReferenceError,
-   ValidationError).
+   ValidationError); under fail_fast such a failure is then the only order given.
 4. Once every step is terminal: finish (see ``taskcore.workflows.outcome``).
 """
 
@@ -99,6 +99,9 @@ def _advance(
             commands.append(SkipStep(step_id))
         elif all(d in results for d in planned.depends_on):
             commands.append(_start(planned, results, check, max_elements))
+    if plan.on_failure is OnFailure.FAIL_FAST and any(isinstance(c, FailStep) for c in commands):
+        # The failure stops the workflow: start nothing beside it (winding down follows).
+        return [c for c in commands if isinstance(c, FailStep)]
     return commands
 
 

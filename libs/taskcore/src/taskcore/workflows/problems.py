@@ -66,8 +66,15 @@ class InvalidWorkflow(ValueError):
 
 
 def problems_from_pydantic(error: ValidationError, prefix: Location = ()) -> list[Problem]:
-    """Each error of a pydantic validation, located below ``prefix``."""
-    return [Problem((*prefix, *e["loc"]), e["msg"]) for e in error.errors(include_url=False)]
+    """Each error of a pydantic validation, located below ``prefix``. An error about a
+    mapping's key (pydantic's location ends in ``"[key]"``) is located at the key."""
+    problems: list[Problem] = []
+    for e in error.errors(include_url=False):
+        loc, reason = tuple(e["loc"]), e["msg"]
+        if loc[-1:] == ("[key]",):
+            loc, reason = loc[:-1], f"invalid key: {reason}"
+        problems.append(Problem((*prefix, *loc), reason))
+    return problems
 
 
 def describe(problems: Iterable[Problem]) -> str:

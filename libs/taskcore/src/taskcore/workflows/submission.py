@@ -76,6 +76,8 @@ class WorkflowSubmission(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    steps: tuple[StepSpec, ...] = Field(min_length=1, max_length=MAX_STEPS)
+    # A list, not a tuple: pydantic checks a tuple's length only after validating its
+    # items, so one bad step would also give a spurious "at least 1 item" error.
+    steps: list[StepSpec] = Field(min_length=1, max_length=MAX_STEPS)
     on_failure: OnFailure = OnFailure.FAIL_FAST
     labels: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=MAX_LABELS)
