@@ -368,6 +368,30 @@ def test_a_reference_that_resolves_to_nothing_fails_its_step_with_reference_erro
     assert runner.finish.result == {"steps": {"a": {"chapters": ["one"]}, "c": echo("one")}}
 
 
+def test_under_fail_fast_a_step_failing_at_its_start_is_the_only_order_given() -> None:
+    runner = Runner(
+        plan_of(
+            step("a"),
+            step("b", "a", parameters={"value": ref("a.result.missing")}),
+            step("c", "a"),
+        )
+    )
+    runner.settle()
+
+    commands = runner.end("a", result={})
+
+    assert commands[0] == FailStep(
+        "b",
+        TaskError(
+            type="ReferenceError",
+            message="parameters.value: 'a.result.missing' resolves to nothing: "
+            "a.result has no key 'missing'",
+        ),
+    )
+    assert commands[1:] == [SkipStep("c"), runner.finish]
+    assert [c for c in runner.log if isinstance(c, StartStep)] == [StartStep("a", "diag.echo", {})]
+
+
 def test_an_element_whose_reference_resolves_to_nothing_fails_the_whole_for_each() -> None:
     runner = Runner(
         plan_of(

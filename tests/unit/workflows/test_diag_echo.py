@@ -12,16 +12,16 @@ from taskcore.tasktypes.diag import Echo, EchoParams, task_types
 
 @pytest.mark.parametrize("value", [None, 3, "text", [1, {"a": [True]}], {"nested": {"x": None}}])
 async def test_echo_returns_its_value_unchanged(value: Any) -> None:
-    params = Echo.Params.model_validate({"value": value})
+    params = EchoParams.model_validate({"value": value})
 
-    result = await Echo().execute(cast(EchoParams, params), cast(TaskContext, None))
+    result = await Echo().execute(params, cast(TaskContext, None))
 
     assert result.model_dump(mode="json") == {"value": value}
 
 
 def test_echo_refuses_unknown_parameters() -> None:
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
-        Echo.Params.model_validate({"value": 1, "other": 2})
+        EchoParams.model_validate({"value": 1, "other": 2})
 
 
 def test_echo_is_registered_with_the_diagnostic_types() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import TaskError
 from taskcore.workflows import (
+    Fact,
     ForEachStarted,
     StepCancelRequested,
     StepFailed,
@@ -48,7 +49,7 @@ def test_a_start_is_recorded_once_and_a_second_start_changes_nothing() -> None:
 
 
 def test_every_fact_applied_twice_is_the_same_as_once() -> None:
-    facts = [
+    facts: list[Fact] = [
         StepTaskChanged("a", "ta", S.RUNNING),
         StepTaskChanged("e", "e1", S.COMPLETED, result=1, element=1),
         StepCancelRequested("e"),

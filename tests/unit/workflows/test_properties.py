@@ -3,6 +3,7 @@ runtime (see ``simulation``): what must hold whatever the order of events."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 from hypothesis import given, settings
@@ -16,7 +17,7 @@ S = TaskStatus
 PROPERTY = settings(max_examples=100, deadline=None)
 
 
-def run(plan: WorkflowPlan, script: list[int]) -> History:
+def run(plan: WorkflowPlan, script: random.Random) -> History:
     history = simulate(plan, script)
     assert not history.stuck, "decide ordered nothing, no task was open, and no finish"
     return history
@@ -24,7 +25,7 @@ def run(plan: WorkflowPlan, script: list[int]) -> History:
 
 @PROPERTY
 @given(plan=workflows(), script=scripts())
-def test_every_step_starts_at_most_once(plan: WorkflowPlan, script: list[int]) -> None:
+def test_every_step_starts_at_most_once(plan: WorkflowPlan, script: random.Random) -> None:
     history = run(plan, script)
 
     assert [s for s, n in Counter(history.starts).items() if n > 1] == []
@@ -34,7 +35,7 @@ def test_every_step_starts_at_most_once(plan: WorkflowPlan, script: list[int]) -
 @PROPERTY
 @given(plan=workflows(), script=scripts())
 def test_a_step_never_starts_before_all_its_dependencies_completed(
-    plan: WorkflowPlan, script: list[int]
+    plan: WorkflowPlan, script: random.Random
 ) -> None:
     history = run(plan, script)
 
@@ -44,7 +45,7 @@ def test_a_step_never_starts_before_all_its_dependencies_completed(
 @PROPERTY
 @given(plan=workflows(), script=scripts())
 def test_the_workflow_finishes_exactly_once_and_only_with_no_step_open(
-    plan: WorkflowPlan, script: list[int]
+    plan: WorkflowPlan, script: random.Random
 ) -> None:
     history = run(plan, script)
 
@@ -57,7 +58,7 @@ def test_the_workflow_finishes_exactly_once_and_only_with_no_step_open(
 @PROPERTY
 @given(plan=workflows(), script=scripts())
 def test_decide_gives_the_same_orders_for_the_same_state(
-    plan: WorkflowPlan, script: list[int]
+    plan: WorkflowPlan, script: random.Random
 ) -> None:
     history = run(plan, script)
 
@@ -67,7 +68,9 @@ def test_decide_gives_the_same_orders_for_the_same_state(
 
 @PROPERTY
 @given(plan=workflows(), script=scripts())
-def test_the_final_status_follows_the_failure_policy(plan: WorkflowPlan, script: list[int]) -> None:
+def test_the_final_status_follows_the_failure_policy(
+    plan: WorkflowPlan, script: random.Random
+) -> None:
     history = run(plan, script)
     [finish] = history.finishes
     steps = history.state.steps
@@ -88,7 +91,7 @@ def test_the_final_status_follows_the_failure_policy(plan: WorkflowPlan, script:
 @PROPERTY
 @given(plan=workflows(), script=scripts())
 def test_nothing_starts_once_fail_fast_stopped_or_the_workflow_was_cancelled(
-    plan: WorkflowPlan, script: list[int]
+    plan: WorkflowPlan, script: random.Random
 ) -> None:
     history = run(plan, script)
 
@@ -98,7 +101,7 @@ def test_nothing_starts_once_fail_fast_stopped_or_the_workflow_was_cancelled(
 @PROPERTY
 @given(plan=workflows(), script=scripts())
 def test_a_skipped_step_always_had_a_reason_to_be_skipped(
-    plan: WorkflowPlan, script: list[int]
+    plan: WorkflowPlan, script: random.Random
 ) -> None:
     history = run(plan, script)
     steps = history.state.steps
@@ -113,7 +116,7 @@ def test_a_skipped_step_always_had_a_reason_to_be_skipped(
 @PROPERTY
 @given(plan=workflows(), script=scripts())
 def test_under_continue_every_step_whose_inputs_completed_ran(
-    plan: WorkflowPlan, script: list[int]
+    plan: WorkflowPlan, script: random.Random
 ) -> None:
     history = run(plan, script)
     steps = history.state.steps
@@ -127,7 +130,7 @@ def test_under_continue_every_step_whose_inputs_completed_ran(
 @PROPERTY
 @given(plan=workflows(), script=scripts())
 def test_a_for_each_result_lists_its_element_results_in_element_order(
-    plan: WorkflowPlan, script: list[int]
+    plan: WorkflowPlan, script: random.Random
 ) -> None:
     history = run(plan, script)
 
