@@ -42,13 +42,8 @@ from taskcore.workflows.facts import (
     WorkflowCancelRequested,
     WorkflowFinished,
 )
-from taskcore.workflows.plan import (
-    WORKFLOW_TASK_TYPE,
-    PlannedStep,
-    WorkflowPlan,
-    parse_step_key,
-    step_key,
-)
+from taskcore.workflows.keys import parse_step_key, step_key
+from taskcore.workflows.plan import WORKFLOW_TASK_TYPE, PlannedStep, WorkflowPlan
 from taskcore.workflows.problems import InvalidWorkflow, Location, Problem, field_path
 from taskcore.workflows.references import (
     MalformedReference,

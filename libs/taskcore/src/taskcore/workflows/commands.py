@@ -24,7 +24,7 @@ from taskcore.workflows.facts import (
     StepStarted,
     WorkflowFinished,
 )
-from taskcore.workflows.plan import step_key
+from taskcore.workflows.keys import step_key
 
 
 @dataclass(frozen=True)

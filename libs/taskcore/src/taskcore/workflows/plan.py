@@ -65,20 +65,3 @@ class WorkflowPlan:
 
 def _for_each_path(for_each: Any) -> ReferencePath | None:
     return None if for_each is None else reference_in(for_each)
-
-
-def step_key(step_id: str, element: int | None = None) -> str:
-    """The stable key of a step's task (``step:<id>``) or of a for_each element's
-    (``step:<id>:<n>``): derive child task ids from it (``idempotent_task_id``), so a
-    start ordered twice creates each task once."""
-    return f"step:{step_id}" if element is None else f"step:{step_id}:{element}"
-
-
-def parse_step_key(key: str) -> tuple[str, int | None] | None:
-    """``(step id, element or None)`` from a ``step_key``; None for any other string."""
-    parts = key.split(":")
-    if parts[0] != "step" or len(parts) not in (2, 3) or not parts[1]:
-        return None
-    if len(parts) == 2:
-        return parts[1], None
-    return (parts[1], int(parts[2])) if parts[2].isdigit() else None

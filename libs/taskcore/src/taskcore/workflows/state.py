@@ -13,6 +13,7 @@ from typing import Any
 
 from taskcore.domain.status import TERMINAL, TaskStatus
 from taskcore.domain.task import TaskError
+from taskcore.workflows.elements import ChunkedTuple
 
 OPEN: frozenset[TaskStatus] = frozenset(
     {TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.RETRYING}
@@ -46,7 +47,7 @@ class StepState:
     result: Any = None
     error: TaskError | None = None
     # A for_each step's elements in element order, once it started.
-    elements: tuple[ElementState, ...] | None = None
+    elements: ChunkedTuple[ElementState] | None = None
     open_elements: int = 0
     # The workflow ordered this step's tasks cancelled (CancelStep was applied).
     cancel_requested: bool = False
