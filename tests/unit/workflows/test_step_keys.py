@@ -13,6 +13,8 @@ def test_a_step_key_reads_back_to_its_step_and_element() -> None:
     assert parse_step_key(step_key("a-b_c", 0)) == ("a-b_c", 0)
 
 
-@pytest.mark.parametrize("key", ["", "step:", "step", "0", "task:a", "step:a:x", "step:a:1:2", "step:a:²", "step:a:-1"])
+@pytest.mark.parametrize(
+    "key", ["", "step:", "step", "0", "task:a", "step:a:x", "step:a:1:2", "step:a:²", "step:a:-1"]
+)
 def test_a_string_that_is_not_a_step_key_reads_as_none(key: str) -> None:
     assert parse_step_key(key) is None
