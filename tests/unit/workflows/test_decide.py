@@ -447,6 +447,25 @@ def test_resolved_parameters_that_fail_the_schema_fail_the_step_with_validation_
     )
 
 
+def test_parameters_that_resolve_to_something_not_an_object_fail_with_validation_error() -> None:
+    runner = Runner(plan_of(step("a"), step("b", "a", parameters=ref("a.result"))))
+    runner.settle()
+
+    commands = runner.end("a", result=[1, 2])
+
+    assert commands[0] == FailStep(
+        "b",
+        TaskError(type="ValidationError", message="parameters: must be an object, got a list"),
+    )
+
+
+def test_parameters_that_are_one_reference_to_an_object_start_with_that_object() -> None:
+    runner = Runner(plan_of(step("a"), step("b", "a", parameters=ref("a.result"))))
+    runner.settle()
+
+    assert runner.end("a", result={"value": 1}) == [StartStep("b", "diag.echo", {"value": 1})]
+
+
 # Cancellation -----------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ class StartStep:
 
     step_id: str
     task_type: str
-    parameters: Any
+    parameters: dict[str, Any]
     priority: int | None = None
     max_attempts: int | None = None
 
@@ -51,7 +51,7 @@ class StartForEach:
 
     step_id: str
     task_type: str
-    elements: tuple[Any, ...]
+    elements: tuple[dict[str, Any], ...]
     priority: int | None = None
     max_attempts: int | None = None
 

@@ -34,9 +34,9 @@ from taskcore.workflows.commands import (
 from taskcore.workflows.outcome import finish
 from taskcore.workflows.plan import PlannedStep, WorkflowPlan
 from taskcore.workflows.problems import Problem, describe, field_path, type_name
-from taskcore.workflows.resolution import UnresolvedReference, lookup, resolve
+from taskcore.workflows.resolution import NO_ITEM, UnresolvedReference, lookup, resolve
 from taskcore.workflows.state import WorkflowState
-from taskcore.workflows.submission import OnFailure
+from taskcore.workflows.submission import OnFailure, StepSpec
 from taskcore.workflows.validation import StepCheck
 
 # At most this many problems are listed in a ValidationError's message.
@@ -113,13 +113,9 @@ def _start(
 ) -> Command:
     spec = planned.spec
     if planned.for_each is None:
-        try:
-            parameters = resolve(spec.parameters, results)
-        except UnresolvedReference as exc:
-            return FailStep(spec.id, _reference_error(exc, "parameters"))
-        problems = list(check(spec, parameters)) if check else []
-        if problems:
-            return FailStep(spec.id, _validation_error(problems))
+        parameters = _parameters(spec, results, check)
+        if isinstance(parameters, TaskError):
+            return FailStep(spec.id, parameters)
         return StartStep(spec.id, spec.task_type, parameters, spec.priority, spec.max_attempts)
     try:
         items = lookup(planned.for_each, results)
@@ -142,17 +138,32 @@ def _start_for_each(
     if max_elements is not None and len(items) > max_elements:
         reason = f"for_each: {len(items)} elements, more than the {max_elements} allowed"
         return FailStep(spec.id, TaskError(type="TreeLimitExceeded", message=reason))
-    elements: list[Any] = []
+    elements: list[dict[str, Any]] = []
     for n, item in enumerate(items):
-        try:
-            parameters = resolve(spec.parameters, results, item)
-        except UnresolvedReference as exc:
-            return FailStep(spec.id, _reference_error(exc, "parameters", element=n))
-        problems = list(check(spec, parameters)) if check else []
-        if problems:
-            return FailStep(spec.id, _validation_error(problems, element=n))
+        parameters = _parameters(spec, results, check, item, element=n)
+        if isinstance(parameters, TaskError):
+            return FailStep(spec.id, parameters)
         elements.append(parameters)
     return StartForEach(spec.id, spec.task_type, tuple(elements), spec.priority, spec.max_attempts)
+
+
+def _parameters(
+    spec: StepSpec,
+    results: Mapping[str, Any],
+    check: StepCheck | None,
+    item: Any = NO_ITEM,
+    element: int | None = None,
+) -> dict[str, Any] | TaskError:
+    """The step's (or one element's) parameters, resolved and checked; or why not."""
+    try:
+        parameters = resolve(spec.parameters, results, item)
+    except UnresolvedReference as exc:
+        return _reference_error(exc, "parameters", element)
+    if not isinstance(parameters, dict):
+        reason = f"must be an object, got {type_name(parameters)}"
+        return _validation_error([Problem(("parameters",), reason)], element)
+    problems = list(check(spec, parameters)) if check else []
+    return _validation_error(problems, element) if problems else parameters
 
 
 def _reference_error(exc: UnresolvedReference, field: str, element: int | None = None) -> TaskError:

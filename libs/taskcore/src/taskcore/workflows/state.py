@@ -11,13 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from taskcore.domain.status import TERMINAL, TaskStatus
+from taskcore.domain.status import OPEN_STATUSES, TERMINAL, TaskStatus
 from taskcore.domain.task import TaskError
 from taskcore.workflows.elements import ChunkedTuple
 
-OPEN: frozenset[TaskStatus] = frozenset(
-    {TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.RETRYING}
-)
+OPEN: frozenset[TaskStatus] = frozenset(OPEN_STATUSES)
 # The endings that make fail_fast stop the workflow (a step that ends COMPLETED_WITH_ERRORS
 # does not: it stops only its dependents, which cannot run without a COMPLETED input).
 FAILURES: frozenset[TaskStatus] = frozenset(
