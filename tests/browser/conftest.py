@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -157,6 +158,13 @@ def screenshot(page: Page, name: str, tmp_path: Path) -> Path:
     return path
 
 
+def assert_accessible(page: Page) -> None:
+    """No axe-core violations (WCAG 2.x A and AA rules: labels, names, contrast, roles,
+    landmarks...) on the page as it stands."""
+    results = Axe().run(page)
+    assert results.violations_count == 0, results.generate_report()
+
+
 def api(stack: Stack, key: str) -> httpx.Client:
     return httpx.Client(
         base_url=stack.api.url, headers={"Authorization": f"Bearer {key}"}, timeout=10
@@ -172,6 +180,7 @@ def submit(client: httpx.Client, task_type: str, parameters: dict[str, Any]) -> 
 # ---- pages rendered from the contract's shapes, without a server ----------------------
 
 CONTRACT_ORIGIN = "http://console.test"
+CONTRACT_KEY = "contract-admin-key"
 Handler = Callable[[Request], Any]
 
 
@@ -226,24 +235,53 @@ class ContractApi:
         )
 
 
-@pytest.fixture
-def contract_api() -> ContractApi:
-    return ContractApi()
+class ContractOrigin:
+    """Routes the shared context's requests to the current test's ContractApi."""
+
+    def __init__(self) -> None:
+        self.api = ContractApi()
+
+    def handle(self, route: Route) -> None:
+        self.api.handle(route)
 
 
-@pytest.fixture
-def contract_page(browser: Browser, contract_api: ContractApi) -> Iterator[Page]:
-    """A page whose origin is served by ``contract_api``, signed in as an admin."""
+@pytest.fixture(scope="module")
+def contract_origin(browser: Browser) -> Iterator[tuple[BrowserContext, ContractOrigin]]:
+    # One context per module (a context costs about half a second); each test opens its
+    # own page, and session storage belongs to a page, so tests still start signed out.
+    origin = ContractOrigin()
     context = browser.new_context(base_url=CONTRACT_ORIGIN, viewport=VIEWPORT)
     context.set_default_timeout(10_000)
-    context.route(f"{CONTRACT_ORIGIN}/**", contract_api.handle)
-    contract_api.on("GET", "/v1/tasks", lambda request: {"items": [], "next_cursor": None})
-    contract_api.on("GET", "/v1/dead-letters", lambda request: {"items": [], "next_cursor": None})
-    contract_api.on("GET", "/v1/task-types", lambda request: {"items": []})
-    page = context.new_page()
+    context.route(f"{CONTRACT_ORIGIN}/**", origin.handle)
+    yield context, origin
+    context.close()
+
+
+@pytest.fixture
+def contract_api(contract_origin: tuple[BrowserContext, ContractOrigin]) -> ContractApi:
+    api = ContractApi()
+    api.on("GET", "/v1/tasks", lambda request: {"items": [], "next_cursor": None})
+    api.on("GET", "/v1/dead-letters", lambda request: {"items": [], "next_cursor": None})
+    api.on("GET", "/v1/task-types", lambda request: {"items": []})
+    contract_origin[1].api = api
+    return api
+
+
+@pytest.fixture
+def contract_page(
+    contract_origin: tuple[BrowserContext, ContractOrigin], contract_api: ContractApi
+) -> Iterator[Page]:
+    """A page whose origin is served by ``contract_api``, signed in as an admin (the
+    sign-in form itself is tested on the real services)."""
+    page = contract_origin[0].new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    sign_in(page, "contract-admin-key")
+    page.add_init_script(
+        f"sessionStorage.setItem('taskcore.console.credential', {json.dumps(CONTRACT_KEY)});"
+        "sessionStorage.setItem('taskcore.console.role', 'admin');"
+    )
+    page.goto("/ui/")
+    expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
     yield page
-    context.close()
+    page.close()
     assert not errors, f"the console raised in the browser: {errors}"

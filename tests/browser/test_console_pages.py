@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from tests.browser.conftest import ContractApi, screenshot, screenshot_path
+from tests.browser.conftest import ContractApi, assert_accessible, screenshot, screenshot_path
 
 pytestmark = pytest.mark.e2e
 
@@ -99,6 +99,7 @@ def test_the_task_list_filters_by_labels_and_pages_by_cursor_without_counting(
     query = contract_api.calls_to("GET", "/v1/tasks")[-1]
     assert query["label"] == ["project_id:42", "scene_id:7"]
 
+    assert_accessible(page)
     page.get_by_role("button", name="Next page").click()
     expect(page.locator('tr[data-task-id="t-2"]')).to_be_visible()
     expect(page.get_by_role("button", name="Next page")).to_be_disabled()
@@ -171,6 +172,7 @@ def test_the_schedules_page_lists_pauses_and_resumes(
     expect(nightly).to_contain_text("Active")
     expect(page.locator('tr[data-schedule-id="s-2"]')).to_contain_text("Paused")
     screenshot(page, "schedules", tmp_path)
+    assert_accessible(page)
 
     page.get_by_role("button", name="Pause nightly-report").click()
     expect(page.locator('tr[data-schedule-id="s-1"]')).to_contain_text("Paused")
@@ -245,6 +247,7 @@ def test_the_usage_page_shows_spend_by_group_and_the_callers_budgets(
     expect(quota_rows.nth(1)).to_contain_text("budgets · daily cost")
     expect(quota_rows.nth(1).locator("meter")).to_have_attribute("value", "1.2137")
     screenshot(page, "usage", tmp_path)
+    assert_accessible(page)
 
     page.get_by_label("provider").check()
     page.get_by_role("button", name="Show usage").click()
@@ -318,6 +321,7 @@ def test_a_workflow_task_page_draws_its_steps_from_the_view(
     expect(page.locator("#children tbody tr")).to_have_count(4)
     assert contract_api.calls_to("GET", "/v1/tasks")[-1]["parent_task_id"] == ["wf-1"]
     screenshot(page, "workflow", tmp_path)
+    assert_accessible(page)
 
 
 def test_the_graph_places_each_step_after_its_dependencies_in_its_status_colour(
@@ -394,3 +398,45 @@ def test_the_event_stream_parser_handles_split_lines_comments_and_multiline_data
         {"type": "message", "data": "one\ntwo", "id": "3"},
         {"type": "task.completed", "data": "x", "id": "4"},
     ]
+
+
+def test_the_console_works_from_the_keyboard_with_a_visible_focus(
+    contract_page: Page, contract_api: ContractApi
+) -> None:
+    running = task("t-1", "RUNNING", progress={"percent": 40})
+    contract_api.on("GET", "/v1/tasks", lambda request: {"items": [running], "next_cursor": None})
+    contract_api.on("GET", "/v1/tasks/t-1", lambda request: running)
+    contract_api.on(
+        "GET", "/v1/tasks/t-1/events", lambda request: {"items": [], "next_cursor": None}
+    )
+    contract_api.on(
+        "POST", "/v1/tasks/t-1/cancel", lambda request: {**running, "cancel_requested": True}
+    )
+    page = contract_page
+    page.reload()
+    link = page.get_by_role("link", name="Task t-1")
+    expect(link).to_be_visible()
+
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.getAttribute('aria-label')") == "Task t-1":
+            break
+    expect(link).to_be_focused()
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), "the focused link shows no focus ring"
+
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="diag.noop task")).to_be_focused()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "cancel-task":
+            break
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Yes, cancel it")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Cancellation requested", exact=True).first).to_be_visible()
+    assert ("POST", "/v1/tasks/t-1/cancel") in [c[:2] for c in contract_api.calls]

@@ -63,18 +63,25 @@ async function render() {
       main.append(h("p", { class: "notice notice-error", role: "alert" }, `Something went wrong: ${error.message}`));
     }
   }
-  if (!controller.signal.aborted) focusHeading();
+  if (!controller.signal.aborted) arrived(firstRender);
+  firstRender = false;
 }
 
-function focusHeading() {
-  // Move focus to the new page's heading so keyboard and screen-reader users land on it.
+let firstRender = true;
+
+function arrived(initial) {
   const heading = main.querySelector("h1");
-  if (heading) {
-    heading.setAttribute("tabindex", "-1");
-    (main.querySelector("[autofocus]") ?? heading).focus({ preventScroll: true });
-    document.title = `${heading.textContent} · taskcore console`;
-    document.getElementById("announcer").textContent = heading.textContent;
-  }
+  if (!heading) return;
+  document.title = `${heading.textContent} · taskcore console`;
+  const autofocus = main.querySelector("[autofocus]");
+  if (autofocus) return autofocus.focus();
+  // After an in-page navigation, move focus to the new heading so keyboard and
+  // screen-reader users land on it. A fresh load leaves focus at the top of the
+  // document, where the first Tab reaches "Skip to content".
+  if (initial) return;
+  heading.setAttribute("tabindex", "-1");
+  heading.focus({ preventScroll: true });
+  document.getElementById("announcer").textContent = heading.textContent;
 }
 
 function updateChrome(path) {

@@ -97,7 +97,8 @@ export function renderGraph(steps, { title = "Workflow steps" } = {}) {
     viewBox: `0 0 ${layout.width} ${layout.height}`,
     width: layout.width,
     height: layout.height,
-    role: "img",
+    // A group, not an image: its steps are links to their tasks.
+    role: "group",
     "aria-labelledby": titleId,
   });
   root.append(

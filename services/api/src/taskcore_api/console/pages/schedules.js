@@ -39,7 +39,7 @@ export async function schedulesPage({ main, signal }) {
       "tr",
       { "data-schedule-id": s.id },
       h("th", { scope: "row" }, s.name),
-      h("td", { class: "mono" }, s.cron),
+      h("td", { class: "mono nowrap" }, s.cron),
       h("td", {}, s.timezone || "UTC"),
       h("td", { class: "mono" }, s.task?.task_type ?? "—"),
       h("td", {}, s.paused ? h("span", { class: "badge status-cancelled" }, "Paused") : h("span", { class: "badge status-completed" }, "Active")),

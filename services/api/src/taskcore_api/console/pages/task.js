@@ -88,7 +88,7 @@ class TaskView {
   show(task) {
     const previous = this.task;
     this.task = task;
-    this.title.textContent = `${task.task_type} task`;
+    this.title.textContent = task.workflow ? `Workflow ${task.workflow.name || task.id}` : `${task.task_type} task`;
     this.part("status", task.status, () => h("span", { id: "task-status" }, badge(task.status)));
     this.part("actions", [task.status, task.cancel_requested], () => this.actions(task));
     this.part("overview", overviewKey(task), () => overview(task));
@@ -214,6 +214,7 @@ class TaskView {
       this.addEvents(page.items, false);
       this.eventsComplete = !page.next_cursor;
       this.moreEvents.hidden = this.eventsComplete;
+      if (!this.seen.size) this.timeline.replaceChildren(h("li", { class: "empty muted" }, "No events yet."));
     } catch (error) {
       if (!this.signal.aborted) this.timeline.after(errorNotice(error));
     }
@@ -222,6 +223,7 @@ class TaskView {
   /** Add events in sequence order, once each; live ones wait until the log is loaded. */
   addEvents(entries, live) {
     if (live && !this.eventsComplete) return;
+    this.timeline.querySelector("li.empty")?.remove();
     for (const entry of entries) {
       if (this.seen.has(entry.sequence)) continue;
       this.seen.add(entry.sequence);

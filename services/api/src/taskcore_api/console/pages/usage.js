@@ -88,7 +88,7 @@ async function loadUsage(slot, range, groupBy, signal) {
             "table",
             { id: "usage-table" },
             h("caption", { class: "visually-hidden" }, "Usage by group"),
-            h("thead", {}, h("tr", {}, [...keys.map((k) => k.replace("_", " ")), "Prompt tokens", "Completion tokens", "Calls", `Cost (${currency})`].map((t) => h("th", { scope: "col" }, t)))),
+            h("thead", {}, h("tr", {}, [...keys.map(groupHeading), "Prompt tokens", "Completion tokens", "Calls", `Cost (${currency})`].map((t) => h("th", { scope: "col" }, t)))),
             h(
               "tbody",
               {},
@@ -136,7 +136,7 @@ async function loadQuota(slot, signal) {
                 "tr",
                 {},
                 h("th", { scope: "row" }, name),
-                h("td", { class: "num" }, h("meter", { min: 0, max: Number(entry.limit) || 1, value: Number(entry.used) || 0, "aria-label": `${name} used` }), " ", number(entry.used, 4)),
+                h("td", { class: "num" }, meter(name, entry), " ", number(entry.used, 4)),
                 h("td", { class: "num" }, entry.limit === null || entry.limit === undefined ? "no limit" : number(entry.limit, 4)),
                 h("td", {}, time(entry.resets_at)),
               ),
@@ -145,6 +145,17 @@ async function loadQuota(slot, signal) {
         )
       : notice("No quotas or budgets apply to you."),
   );
+}
+
+function groupHeading(key) {
+  const text = key.replace(/_/g, " ");
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** How much of a limit is used; the browser colours it amber past 80 % and red when full. */
+function meter(name, entry) {
+  const limit = Number(entry.limit) || 0;
+  return h("meter", { min: 0, max: limit || 1, low: limit * 0.8, high: limit * 0.95, optimum: 0, value: Number(entry.used) || 0, "aria-label": `${name} used` });
 }
 
 /** Every {limit, used, resets_at} object in the answer, named by its path. The contract
