@@ -126,13 +126,25 @@ def context(browser: Browser, console_stack: Stack) -> Iterator[BrowserContext]:
     context.close()
 
 
+def watch_errors(page: Page) -> list[str]:
+    """Uncaught script errors and Content-Security-Policy refusals, as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return errors
+
+
 @pytest.fixture
 def page(context: BrowserContext) -> Iterator[Page]:
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = watch_errors(page)
     yield page
-    assert not errors, f"the console raised in the browser: {errors}"
+    assert not errors, f"the console failed in the browser: {errors}"
 
 
 def sign_in(page: Page, key: str) -> None:
@@ -274,8 +286,7 @@ def contract_page(
     """A page whose origin is served by ``contract_api``, signed in as an admin (the
     sign-in form itself is tested on the real services)."""
     page = contract_origin[0].new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    errors = watch_errors(page)
     page.add_init_script(
         f"sessionStorage.setItem('taskcore.console.credential', {json.dumps(CONTRACT_KEY)});"
         "sessionStorage.setItem('taskcore.console.role', 'admin');"
@@ -284,4 +295,4 @@ def contract_page(
     expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
     yield page
     page.close()
-    assert not errors, f"the console raised in the browser: {errors}"
+    assert not errors, f"the console failed in the browser: {errors}"

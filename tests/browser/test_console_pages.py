@@ -9,15 +9,22 @@ the same pages on the real services.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import BrowserContext, Page, Request, expect
 
-from tests.browser.conftest import ContractApi, assert_accessible, screenshot, screenshot_path
+from tests.browser.conftest import (
+    ContractApi,
+    ContractOrigin,
+    assert_accessible,
+    screenshot,
+    screenshot_path,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -440,3 +447,30 @@ def test_the_console_works_from_the_keyboard_with_a_visible_focus(
     page.keyboard.press("Enter")
     expect(page.get_by_text("Cancellation requested", exact=True).first).to_be_visible()
     assert ("POST", "/v1/tasks/t-1/cancel") in [c[:2] for c in contract_api.calls]
+
+
+def test_a_jwt_signs_in_and_the_page_names_its_subject(
+    contract_origin: tuple[BrowserContext, ContractOrigin], contract_api: ContractApi
+) -> None:
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
+    claims = base64.urlsafe_b64encode(b'{"sub":"carol","role":"admin"}').rstrip(b"=").decode()
+    token = f"{header}.{claims}.signature"
+    accepted = {"items": [], "next_cursor": None}
+
+    def tasks(request: Request) -> dict[str, Any]:
+        if request.headers.get("authorization") != f"Bearer {token}":
+            raise AssertionError("the token was not sent as a bearer credential")
+        return accepted
+
+    contract_api.on("GET", "/v1/tasks", tasks)
+    page = contract_origin[0].new_page()
+    try:
+        page.goto("/ui/")
+        expect(page.get_by_label("API key or JWT")).to_be_focused()
+        page.get_by_label("API key or JWT").fill(token)
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
+        expect(page.locator("#holder")).to_have_text("carol · admin")
+        assert token not in page.url
+    finally:
+        page.close()

@@ -42,6 +42,7 @@ class TaskView {
     this.signal = signal;
     this.keys = new Map();
     this.seen = new Set();
+    this.waiting = [];
     this.eventsComplete = false;
     this.title = h("span");
     this.liveState = h("span", { class: "live-state", role: "status", id: "live-state" });
@@ -211,8 +212,8 @@ class TaskView {
     try {
       const page = await get(`${this.path}/events`, { query: { limit: EVENTS_PAGE, cursor: this.eventsCursor }, signal: this.signal });
       this.eventsCursor = page.next_cursor;
-      this.addEvents(page.items, false);
       this.eventsComplete = !page.next_cursor;
+      this.addEvents(page.items, false);
       this.moreEvents.hidden = this.eventsComplete;
       if (!this.seen.size) this.timeline.replaceChildren(h("li", { class: "empty muted" }, "No events yet."));
     } catch (error) {
@@ -220,10 +221,18 @@ class TaskView {
     }
   }
 
-  /** Add events in sequence order, once each; live ones wait until the log is loaded. */
+  /** Add events in sequence order, once each. Live events that arrive while the log is
+   * still loading wait for it: the log page may or may not already hold them. */
   addEvents(entries, live) {
-    if (live && !this.eventsComplete) return;
+    if (live && !this.eventsComplete) {
+      this.waiting.push(...entries);
+      return;
+    }
     this.timeline.querySelector("li.empty")?.remove();
+    if (!live && this.eventsComplete) {
+      entries = [...entries, ...this.waiting].sort((a, b) => a.sequence - b.sequence);
+      this.waiting = [];
+    }
     for (const entry of entries) {
       if (this.seen.has(entry.sequence)) continue;
       this.seen.add(entry.sequence);
@@ -240,21 +249,8 @@ class TaskView {
         signal: this.signal,
       });
       this.childPager.loaded(page.next_cursor);
-      fill(
-        this.slots.children,
-        section(
-          "Children",
-          subtaskSummary(this.task.subtasks),
-          h(
-            "table",
-            { class: "children", id: "children" },
-            h("caption", { class: "visually-hidden" }, "Child tasks"),
-            h("thead", {}, h("tr", {}, ["Task", "Type", "Status", "Created", "Finished"].map((t) => h("th", { scope: "col" }, t)))),
-            this.childBody,
-          ),
-          this.childPager.element,
-        ),
-      );
+      this.childrenSection();
+      fill(this.childSummary, subtaskSummary(this.task.subtasks));
       fill(
         this.childBody,
         page.items.map((child) =>
@@ -262,8 +258,29 @@ class TaskView {
         ),
       );
     } catch (error) {
-      if (!this.signal.aborted) fill(this.slots.children, errorNotice(error));
+      if (!this.signal.aborted) fill(this.childSummary ?? this.slots.children, errorNotice(error));
     }
+  }
+
+  /** Built once, then only its rows and summary change (the pager keeps its focus). */
+  childrenSection() {
+    if (this.childSummary) return;
+    this.childSummary = h("div");
+    fill(
+      this.slots.children,
+      section(
+        "Children",
+        this.childSummary,
+        h(
+          "table",
+          { class: "children", id: "children" },
+          h("caption", { class: "visually-hidden" }, "Child tasks"),
+          h("thead", {}, h("tr", {}, ["Task", "Type", "Status", "Created", "Finished"].map((t) => h("th", { scope: "col" }, t)))),
+          this.childBody,
+        ),
+        this.childPager.element,
+      ),
+    );
   }
 
   async loadDeadLetters() {

@@ -69,7 +69,13 @@ export async function taskListPage({ main, params, signal, go }) {
   whileVisible(
     LIST_POLL_MS,
     async () => {
-      if (live.checked && pager.onFirstPage) await load();
+      if (!live.checked || !pager.onFirstPage) return;
+      try {
+        await load();
+      } catch (error) {
+        // Keep showing the last good page, and say that it is getting old.
+        if (!signal.aborted) status.textContent = `Live update failed at ${new Date().toLocaleTimeString()}: ${error.message}`;
+      }
     },
     signal,
   );
