@@ -122,6 +122,22 @@ def test_a_task_page_follows_the_task_to_completed_without_a_reload(
     assert_accessible(page)
 
 
+def test_cancelling_from_a_task_page_stops_the_running_task(
+    page: Page, console_stack: Stack
+) -> None:
+    sign_in(page, USER_KEY)
+    with api(console_stack, USER_KEY) as alice:
+        task_id = submit(alice, "diag.sleep", {"seconds": 60})
+        wait_status(alice, task_id, "RUNNING")
+    page.goto(f"/ui/#/tasks/{task_id}")
+    expect(page.locator("#task-status .badge")).to_have_text("RUNNING")
+    page.get_by_role("button", name="Cancel task…").click()
+    page.get_by_role("button", name="Yes, cancel it").click()
+    expect(page.locator("#task-status .badge")).to_have_text("CANCELLED", timeout=15_000)
+    expect(page.locator('#timeline li[data-type="task.cancelled"]')).to_have_count(1)
+    expect(page.get_by_role("button", name="Cancel task…")).to_have_count(0)
+
+
 def test_a_failed_tasks_page_shows_its_error_and_an_admin_sees_the_traceback(
     page: Page, console_stack: Stack, context: Any
 ) -> None:
