@@ -200,6 +200,20 @@ def test_an_admin_replays_a_dead_letter_from_its_page_and_the_task_completes(
     expect(page.locator('#timeline li[data-type="task.replayed"]')).to_have_count(1)
 
 
+def test_an_admin_discards_a_dead_letter_with_a_note(page: Page, console_stack: Stack) -> None:
+    task_id = dead_lettered_task(console_stack)
+    sign_in(page, ADMIN_KEY)
+    page.goto(f"/ui/#/dead-letters?task_id={task_id}")
+    page.get_by_role("link", name=re.compile("^Dead letter ")).click()
+    page.get_by_label("Why (optional)").fill("known bad input")
+    page.get_by_role("button", name="Discard…").click()
+    page.get_by_role("button", name="Yes, discard it").click()
+    expect(page.locator("#dead-letter-state")).to_have_text("discarded")
+    expect(page.get_by_text("known bad input")).to_be_visible()
+    page.get_by_role("link", name=f"Task {task_id}").click()
+    expect(page.locator('#timeline li[data-type="task.discarded"]')).to_have_count(1)
+
+
 def test_bulk_replay_shows_a_dry_run_before_it_replays(page: Page, console_stack: Stack) -> None:
     task_id = dead_lettered_task(console_stack)
     sign_in(page, ADMIN_KEY)

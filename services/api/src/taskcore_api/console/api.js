@@ -115,7 +115,11 @@ export async function openStream(path, { signal, lastEventId } = {}) {
     credentials: "omit",
     redirect: "error",
   });
-  if (!response.ok) throw await errorOf(response);
+  if (!response.ok) {
+    const error = await errorOf(response);
+    if (error.status === 401) window.dispatchEvent(new CustomEvent("taskcore:unauthorized"));
+    throw error;
+  }
   return response;
 }
 
