@@ -147,17 +147,6 @@ export function fields(pairs) {
   return dl;
 }
 
-/** A table from column headings and rows of cells. */
-export function table(caption, headings, rows, attrs = {}) {
-  return h(
-    "table",
-    attrs,
-    h("caption", {}, caption),
-    h("thead", {}, h("tr", {}, headings.map((t) => h("th", { scope: "col" }, t)))),
-    h("tbody", {}, rows),
-  );
-}
-
 /** A message in the page for the reader (and screen readers). */
 export function notice(text, kind = "info") {
   return h("p", { class: `notice notice-${kind}`, role: kind === "error" ? "alert" : "status" }, text);

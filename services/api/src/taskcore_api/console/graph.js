@@ -7,8 +7,8 @@
 
 import { h, svg, routeHref } from "./dom.js";
 
-export const NODE_WIDTH = 190;
-export const NODE_HEIGHT = 48;
+const NODE_WIDTH = 190;
+const NODE_HEIGHT = 48;
 const GAP_X = 60;
 const GAP_Y = 18;
 const PAD = 12;

@@ -1,7 +1,7 @@
 // Pieces several pages share: headings, error and "not available" messages, pagers, live
 // polling while the tab is visible.
 
-import { ApiError, isNotFound } from "../api.js";
+import { ApiError } from "../api.js";
 import { h, fill, notice, sleep } from "../dom.js";
 
 export function heading(text, ...extra) {
@@ -15,19 +15,13 @@ export function errorNotice(error) {
 }
 
 /** The page for a route this server does not have (yet): a 404 from the list route. */
-export function notAvailable(main, title, what) {
+export function notAvailable(main, title, sentence) {
   fill(
     main,
     heading(title),
-    notice(`${what} ${what.endsWith("s") ? "are" : "is"} not available on this server.`, "warning"),
+    notice(sentence, "warning"),
     h("p", {}, "This server's API does not offer this route. Newer taskcore versions do."),
   );
-}
-
-/** Show `error` in `slot`; a 404 from a route the server lacks shows `missing` instead. */
-export function showFailure(slot, error, missing) {
-  if (missing && isNotFound(error)) return fill(slot, notice(missing, "warning"));
-  return fill(slot, errorNotice(error));
 }
 
 /**

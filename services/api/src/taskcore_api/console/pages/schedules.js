@@ -57,7 +57,7 @@ export async function schedulesPage({ main, signal }) {
     await load();
   } catch (error) {
     if (signal.aborted) return;
-    if (isNotFound(error)) return notAvailable(main, "Schedules", "Schedules");
+    if (isNotFound(error)) return notAvailable(main, "Schedules", "Schedules are not available on this server.");
     main.append(heading("Schedules"), errorNotice(error));
     return;
   }

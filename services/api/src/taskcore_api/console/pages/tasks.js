@@ -8,7 +8,7 @@ import { heading, errorNotice, Pager, whileVisible, textField, uniqueId } from "
 import { progressBar } from "./progress.js";
 
 const PAGE_SIZE = 50;
-export const LIST_POLL_MS = 3000;
+const LIST_POLL_MS = 3000;
 const LABEL = /^[a-z0-9_.-]{1,63}:[^]{0,256}$/;
 
 let taskTypes = null; // fetched once per page load: the registry changes only on deploys
