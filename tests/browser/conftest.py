@@ -150,10 +150,25 @@ def page(context: BrowserContext) -> Iterator[Page]:
 
 
 def sign_in(page: Page, key: str) -> None:
+    """Sign in through the form, as a person does."""
     page.goto("/ui/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     page.get_by_label("API key or JWT").fill(key)
     page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
+
+
+def signed_in(page: Page, key: str, role: str) -> None:
+    """Open the console already signed in (what the form leaves in session storage), for
+    tests about other pages: the form has its own tests, and this saves a round of page
+    loads and API calls per test. Set once per tab, so a test may still change it."""
+    page.add_init_script(
+        "if (!sessionStorage.getItem('taskcore.console.credential')) {"
+        f"sessionStorage.setItem('taskcore.console.credential', {json.dumps(key)});"
+        f"sessionStorage.setItem('taskcore.console.role', {json.dumps(role)});"
+        "}"
+    )
+    page.goto("/ui/")
     expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
 
 
@@ -289,12 +304,7 @@ def contract_page(
     sign-in form itself is tested on the real services)."""
     page = contract_origin[0].new_page()
     errors = watch_errors(page)
-    page.add_init_script(
-        f"sessionStorage.setItem('taskcore.console.credential', {json.dumps(CONTRACT_KEY)});"
-        "sessionStorage.setItem('taskcore.console.role', 'admin');"
-    )
-    page.goto("/ui/")
-    expect(page.get_by_role("heading", name="Tasks", exact=True)).to_be_visible()
+    signed_in(page, CONTRACT_KEY, "admin")
     yield page
     page.close()
     assert not errors, f"the console failed in the browser: {errors}"

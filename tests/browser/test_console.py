@@ -27,6 +27,7 @@ from tests.browser.conftest import (
     assert_accessible,
     screenshot,
     sign_in,
+    signed_in,
     submit,
 )
 
@@ -78,15 +79,21 @@ def test_signing_in_keeps_the_key_in_session_storage_only(
     assert USER_KEY not in page.url
     assert page.context.cookies() == []
 
+    expect(page.get_by_role("link", name="Dead letters")).to_have_count(0)
+
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
+
+    sign_in(page, ADMIN_KEY)  # the sign-in learns the role from what the API allows
+    expect(page.locator("#holder")).to_have_text("API key · admin")
+    expect(page.get_by_role("link", name="Dead letters")).to_be_visible()
 
 
 def test_a_submitted_task_appears_in_the_live_list(
     page: Page, console_stack: Stack, tmp_path: Path
 ) -> None:
-    sign_in(page, USER_KEY)
+    signed_in(page, USER_KEY, "user")
     page.evaluate("window.__sameDocument = true")
     with api(console_stack, USER_KEY) as alice:
         task_id = submit(alice, "diag.sleep", {"seconds": SLEEP_SECONDS})
@@ -104,7 +111,7 @@ def test_a_submitted_task_appears_in_the_live_list(
 def test_a_task_page_follows_the_task_to_completed_without_a_reload(
     page: Page, console_stack: Stack, tmp_path: Path
 ) -> None:
-    sign_in(page, USER_KEY)
+    signed_in(page, USER_KEY, "user")
     with api(console_stack, USER_KEY) as alice:
         task_id = submit(alice, "diag.sleep", {"seconds": SLEEP_SECONDS})
     page.goto(f"/ui/#/tasks/{task_id}")
@@ -125,7 +132,7 @@ def test_a_task_page_follows_the_task_to_completed_without_a_reload(
 def test_cancelling_from_a_task_page_stops_the_running_task(
     page: Page, console_stack: Stack
 ) -> None:
-    sign_in(page, USER_KEY)
+    signed_in(page, USER_KEY, "user")
     with api(console_stack, USER_KEY) as alice:
         task_id = submit(alice, "diag.sleep", {"seconds": 60})
         wait_status(alice, task_id, "RUNNING")
@@ -143,7 +150,7 @@ def test_a_failed_tasks_page_shows_its_error_and_an_admin_sees_the_traceback(
 ) -> None:
     task_id = dead_lettered_task(console_stack)
 
-    sign_in(page, USER_KEY)
+    signed_in(page, USER_KEY, "user")
     page.goto(f"/ui/#/tasks/{task_id}")
     error = page.locator("#task-error")
     expect(error).to_contain_text("NonRetryableError")
@@ -152,7 +159,7 @@ def test_a_failed_tasks_page_shows_its_error_and_an_admin_sees_the_traceback(
     admin = context.browser.new_context(base_url=console_stack.api.url)
     try:
         admin_page = admin.new_page()
-        sign_in(admin_page, ADMIN_KEY)
+        signed_in(admin_page, ADMIN_KEY, "admin")
         admin_page.goto(f"/ui/#/tasks/{task_id}")
         traceback = admin_page.locator("#task-error .traceback pre")
         expect(traceback).to_contain_text("Traceback")
@@ -165,7 +172,7 @@ def test_an_admin_replays_a_dead_letter_from_its_page_and_the_task_completes(
     page: Page, console_stack: Stack, tmp_path: Path
 ) -> None:
     task_id = dead_lettered_task(console_stack)
-    sign_in(page, ADMIN_KEY)
+    signed_in(page, ADMIN_KEY, "admin")
 
     page.get_by_role("link", name="Dead letters").click()
     row = page.locator(
@@ -202,7 +209,7 @@ def test_an_admin_replays_a_dead_letter_from_its_page_and_the_task_completes(
 
 def test_an_admin_discards_a_dead_letter_with_a_note(page: Page, console_stack: Stack) -> None:
     task_id = dead_lettered_task(console_stack)
-    sign_in(page, ADMIN_KEY)
+    signed_in(page, ADMIN_KEY, "admin")
     page.goto(f"/ui/#/dead-letters?task_id={task_id}")
     page.get_by_role("link", name=re.compile("^Dead letter ")).click()
     page.get_by_label("Why (optional)").fill("known bad input")
@@ -216,7 +223,7 @@ def test_an_admin_discards_a_dead_letter_with_a_note(page: Page, console_stack: 
 
 def test_bulk_replay_shows_a_dry_run_before_it_replays(page: Page, console_stack: Stack) -> None:
     task_id = dead_lettered_task(console_stack)
-    sign_in(page, ADMIN_KEY)
+    signed_in(page, ADMIN_KEY, "admin")
     page.goto(f"/ui/#/dead-letters?task_id={task_id}")
     replay = page.get_by_role("button", name=re.compile("^Replay"))
     expect(replay).to_be_disabled()
@@ -239,7 +246,7 @@ def test_a_user_sees_no_dead_letter_pages_and_no_other_users_tasks(
         alices = submit(alice, "diag.noop", {})
         wait_status(alice, alices, "COMPLETED")
 
-    sign_in(page, USER_KEY)
+    signed_in(page, USER_KEY, "user")
     expect(page.locator(f'tr[data-task-id="{alices}"]')).to_be_visible()
     expect(page.locator(f'tr[data-task-id="{bobs}"]')).to_have_count(0)
     expect(page.get_by_role("navigation", name="Console")).to_be_visible()
@@ -260,7 +267,7 @@ def test_a_user_sees_no_dead_letter_pages_and_no_other_users_tasks(
 def test_values_from_the_api_are_shown_as_text_never_run(page: Page, console_stack: Stack) -> None:
     with api(console_stack, MARKUP_KEY) as marked:
         task_id = submit(marked, "diag.noop", {})
-    sign_in(page, ADMIN_KEY)
+    signed_in(page, ADMIN_KEY, "admin")
     row = page.locator(f'tr[data-task-id="{task_id}"]')
     expect(row).to_contain_text(MARKUP_USER)
     page.goto(f"/ui/#/tasks/{task_id}")
@@ -281,7 +288,7 @@ def test_schedules_and_usage_pages_render_or_say_the_server_lacks_them(
     with api(console_stack, USER_KEY) as alice:
         has_schedules = alice.get("/v1/schedules").status_code != 404
         has_usage = alice.get("/v1/usage").status_code != 404
-    sign_in(page, USER_KEY)
+    signed_in(page, USER_KEY, "user")
 
     page.get_by_role("link", name="Schedules").click()
     expect(page.get_by_role("heading", name="Schedules")).to_be_visible()
@@ -320,7 +327,7 @@ def test_a_workflows_page_draws_each_step_in_its_status(page: Page, console_stac
         workflow_id = response.json()["id"]
         wait_status(alice, workflow_id, "COMPLETED")
 
-    sign_in(page, USER_KEY)
+    signed_in(page, USER_KEY, "user")
     page.goto(f"/ui/#/tasks/{workflow_id}")
     graph = page.locator("#workflow-graph svg")
     for step in ("first", "second", "third", "last"):
