@@ -44,6 +44,7 @@ typecheck: install
 test: install
 	./scripts/ensure-rabbitmq
 	./scripts/ensure-promtool
+	./scripts/ensure-chromium
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test-unit: install
