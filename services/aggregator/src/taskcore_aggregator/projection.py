@@ -21,7 +21,7 @@ from taskcore.domain.upcasting import upcast
 from taskcore.messages.envelope import CommittedEvent
 
 # The task fields each committed event hands to the bridge (see messages.cloudevents).
-_HANDOFF_FIELDS = ("task_type", "user_id", "parent_task_id", "root_task_id")
+_HANDOFF_FIELDS = ("task_type", "user_id", "parent_task_id", "root_task_id", "labels", "team_id")
 
 # Every projection write increments this counter and is conditional on the value it read.
 # ``version`` cannot serve: a late event changes the projection without raising it.

@@ -16,33 +16,50 @@ from taskcore.settings import Settings
 from taskcore.tracing import instrument_app
 
 from taskcore_api.app import create_app
-from taskcore_api.auth import KeyRing
 from taskcore_api.deadletters.worker import DeadLetterWorker
 from taskcore_api.deps import Deps
 from taskcore_api.faults import submission_publisher
+from taskcore_api.handlers.queries import ensure_listing_indexes
+from taskcore_api.identity.jwt_tokens import JwtVerifier
+from taskcore_api.identity.keyring import KeyFileWatcher, KeyRing
+from taskcore_api.identity.stream_tokens import StreamTokens
 from taskcore_api.live import LiveEvents
 from taskcore_api.quotas import QuotaPolicy, ensure_quota_indexes
+from taskcore_api.user_slots import UserSlots
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    keys = KeyRing(settings.api_keys)
+    jwts = JwtVerifier.from_settings(settings)  # a bad PEM stops the start, saying so
     connection = await connect_broker(settings.rabbitmq_url, name="taskcore-api")
     store = await open_store(settings)
+    watcher: KeyFileWatcher | None = None
     try:
         channel = await connection.channel()
         await declare_topology(channel)
         await ensure_quota_indexes(store)
+        await ensure_listing_indexes(store)
         publisher = await Publisher.open(connection)
         live = LiveEvents()
         await live.start(connection)
+        if settings.api_keys_file:
+            watcher = KeyFileWatcher(
+                keys, settings.api_keys, settings.api_keys_file, settings.api_keys_poll_seconds
+            )
+            watcher.start()
         deps = Deps(
             settings=settings,
             store=store,
             publisher=publisher,
             registry=load_registry(settings),
-            keys=KeyRing(settings.api_keys),
+            keys=keys,
             live=live,
             quota_policy=QuotaPolicy.from_settings(settings),
             submission_publisher=submission_publisher(publisher, os.environ),
+            jwts=jwts,
+            stream_tokens=StreamTokens(settings.stream_token_secret),
+            stream_slots=UserSlots("open event streams", settings.max_streams_per_user),
+            wait_slots=UserSlots("waiting submissions", settings.max_waits_per_user),
         )
 
         broker = broker_readiness(connection)
@@ -72,5 +89,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await relay_task
     finally:
+        if watcher is not None:
+            await watcher.stop()
         await connection.close()
         await store.close()
