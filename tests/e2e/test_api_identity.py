@@ -126,7 +126,8 @@ async def test_a_user_sees_an_errors_type_and_message_and_an_admin_its_traceback
         response = await user.post("/v1/tasks", params={"wait": 30}, json=failing)
         task = response.json()
         assert task["status"] in ("FAILED", "DEAD_LETTER"), task
-        assert task["error"]["type"] and task["error"]["message"]
+        assert task["error"]["type"]
+        assert task["error"]["message"]
         assert task["error"]["traceback"] is None
         as_admin = (await admin.get(f"/v1/tasks/{task['id']}")).json()
         assert "Traceback" in as_admin["error"]["traceback"]
@@ -135,10 +136,12 @@ async def test_a_user_sees_an_errors_type_and_message_and_an_admin_its_traceback
         user_stream = await follow(user, task["id"], headers={"Last-Event-ID": "0"})
         user_state = await follow(user, task["id"])
     errors = [e["data"]["error"] for e in user_log if "error" in e["data"]]
-    assert errors and all(e["traceback"] is None and e["message"] for e in errors)
+    assert errors
+    assert all(e["traceback"] is None and e["message"] for e in errors)
     assert any(e["data"].get("error", {}).get("traceback") for e in admin_log)
     streamed = [e.json()["data"]["error"] for e in user_stream if "error" in e.json()["data"]]
-    assert streamed and all(e["traceback"] is None for e in streamed)
+    assert streamed
+    assert all(e["traceback"] is None for e in streamed)
     assert user_state[0].json()["error"]["traceback"] is None
 
 
