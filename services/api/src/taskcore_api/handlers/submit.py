@@ -54,6 +54,12 @@ def prepare(
             f"Unknown task type {body.task_type!r}; GET /v1/task-types lists them.",
             [{"field": "task_type", "reason": "not a registered task type"}],
         )
+    # Checked as the client sent them: validation may coerce (NaN becomes null, say).
+    unstorable = storable.problems(body.parameters, "parameters") + storable.problems(
+        {"labels": body.labels, "idempotency_key": idempotency_key or ""}, "body"
+    )
+    if unstorable:
+        raise ApiError(422, "invalid_parameters", "The submission cannot be stored.", unstorable)
     task_type = deps.registry.get(body.task_type)
     try:
         params = task_type.Params.model_validate(body.parameters)
@@ -64,11 +70,6 @@ def prepare(
         ]
         raise ApiError(422, "invalid_parameters", "The parameters are not valid.", details) from exc
     parameters = params.model_dump(mode="json")
-    unstorable = storable.problems(parameters, "parameters") + storable.problems(
-        {"labels": body.labels, "idempotency_key": idempotency_key or ""}, "body"
-    )
-    if unstorable:
-        raise ApiError(422, "invalid_parameters", "The submission cannot be stored.", unstorable)
     tier: Tier = "free" if principal.tier == "free" else "paid"
     fields = body.model_dump(mode="json", include=set(TaskSubmission.model_fields))
     # Absent labels and team hash as before they existed: a retried submission from
