@@ -88,7 +88,8 @@ class BatchItem(TaskSubmission):
 
 class BatchRequest(BaseModel):
     """Up to 1000 submissions. Each item is validated on its own, so one bad item fails
-    alone; its result says why."""
+    alone; its result says why. (The route decodes the body item by item, see
+    ``batch_body``; this model documents it.)"""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -104,11 +105,7 @@ class BatchRequest(BaseModel):
         },
     )
 
-    tasks: list[Any] = Field(
-        min_length=1,
-        max_length=MAX_BATCH,
-        json_schema_extra={"items": {"$ref": "#/components/schemas/BatchItem"}},
-    )
+    tasks: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class TaskView(BaseModel):
