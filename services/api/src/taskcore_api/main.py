@@ -11,7 +11,7 @@ from taskcore.messages.topology import declare_topology
 from taskcore.observability import http_server
 from taskcore.outbox import OutboxRelay
 from taskcore.registry import load_registry
-from taskcore.service import open_store, port_for
+from taskcore.service import ConfigurationError, open_store, port_for
 from taskcore.settings import Settings
 from taskcore.tracing import instrument_app
 
@@ -21,16 +21,25 @@ from taskcore_api.deps import Deps
 from taskcore_api.faults import submission_publisher
 from taskcore_api.handlers.queries import ensure_listing_indexes
 from taskcore_api.identity.jwt_tokens import JwtVerifier
-from taskcore_api.identity.keyring import KeyFileWatcher, KeyRing
+from taskcore_api.identity.keyring import InvalidKeys, KeyFileWatcher, KeyRing
 from taskcore_api.identity.stream_tokens import StreamTokens
 from taskcore_api.live import LiveEvents
 from taskcore_api.quotas import QuotaPolicy, ensure_quota_indexes
 from taskcore_api.user_slots import UserSlots
 
 
+def _identity(settings: Settings) -> tuple[KeyRing, JwtVerifier | None]:
+    """The configured keys and JWT verifier; a wrong setting stops the start, saying so."""
+    try:
+        return KeyRing(settings.api_keys), JwtVerifier.from_settings(settings)
+    except InvalidKeys as exc:
+        raise ConfigurationError(f"TASKCORE_API_KEYS is not valid: {exc}.") from None
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    keys = KeyRing(settings.api_keys)
-    jwts = JwtVerifier.from_settings(settings)  # a bad PEM stops the start, saying so
+    keys, jwts = _identity(settings)
     connection = await connect_broker(settings.rabbitmq_url, name="taskcore-api")
     store = await open_store(settings)
     watcher: KeyFileWatcher | None = None
