@@ -4,11 +4,13 @@ inserts, own-plus-team listings with cursors, and the indexes that serve them.""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from taskcore.adapters.mongo import Store
+from taskcore.submission import NewTask, new_task_document
 from taskcore_api.handlers.queries import NEWEST_FIRST, TaskFilters, listing_queries
 from taskcore_api.identity.principal import Principal
 
@@ -180,3 +182,19 @@ async def test_every_listing_query_is_served_by_an_index_with_a_limit(
         else:  # MongoDB's: an index scan in key order, no in-memory sort
             assert "IXSCAN" in plan, (query, plan)
             assert "'stage': 'SORT'" not in plan, (query, plan)
+
+
+async def test_tasks_stored_before_listing_keys_existed_are_listed_after_a_restart(
+    start_api: StartApi, store: Store
+) -> None:
+    """The API backfills ``list_key`` and ``label_terms`` at start."""
+    doc, _ = new_task_document(
+        NewTask(user_id="alice", task_type="diag.noop", parameters={}, labels={"old": "yes"}),
+        now=datetime.now(UTC),
+    )
+    await store.tasks.insert_one(doc)
+    await store.tasks.update_one({"_id": doc["_id"]}, {"$unset": {"list_key": 1, "label_terms": 1}})
+    api = await start_api()
+    async with api.client(ALICE) as alice:
+        listed = await walk(alice, {"label": "old:yes"})
+    assert [t["id"] for t in listed] == [doc["_id"]]
