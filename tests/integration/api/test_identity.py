@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,16 @@ from tests.integration.api.support import JWT_SECRET, RunningApi, StartApi, auth
 ISSUER, AUDIENCE = "https://id.example.test", "taskcore-api"
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A time claim relative to when the token is made (not when tests are collected)."""
+
+    seconds: int
+
+
 def token(key: Any = JWT_SECRET, algorithm: str = "HS256", **claims: Any) -> str:
     now = int(time.time())
+    claims = {k: now + v.seconds if isinstance(v, FromNow) else v for k, v in claims.items()}
     payload = {"sub": "jane", "exp": now + 600, "iss": ISSUER, "aud": AUDIENCE, **claims}
     return jwt.encode({k: v for k, v in payload.items() if v is not None}, key, algorithm)
 
@@ -64,8 +73,8 @@ async def test_a_valid_jwt_authenticates_its_subject_with_its_tier(hs256_api: Ru
 @pytest.mark.parametrize(
     ("why", "claims", "message"),
     [
-        ("expired", {"exp": int(time.time()) - 60}, "expired"),
-        ("not yet valid", {"nbf": int(time.time()) + 60}, "not valid yet"),
+        ("expired", {"exp": FromNow(-60)}, "expired"),
+        ("not yet valid", {"nbf": FromNow(60)}, "not valid yet"),
         ("wrong issuer", {"iss": "https://evil.example"}, "addressed to another"),
         ("wrong audience", {"aud": "another-api"}, "addressed to another"),
         ("no expiry", {"exp": None}, "not valid"),
