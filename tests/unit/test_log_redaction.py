@@ -55,6 +55,8 @@ def test_every_log_line_is_redacted_whatever_its_format(
         ),
         ('{"token": "abc"}', '{"token": "***"}'),
         ("TASKCORE_JWT_SECRET=abc def", "TASKCORE_JWT_SECRET=*** def"),
+        ("usage prompt_tokens=12 max_tokens: 5", "usage prompt_tokens=12 max_tokens: 5"),
+        ("access_token=abc refresh-token: xyz", "access_token=*** refresh-token: ***"),
     ],
 )
 def test_redaction_keeps_everything_but_the_secret(text: str, expected: str) -> None:

@@ -32,7 +32,8 @@ _CONTEXT_FIELDS = ("task_id", "task_type", "trace_id", "user_id", "event_id")
 # ---- secrets never reach a log line ------------------------------------------------------
 # URL passwords (mongodb://user:PASSWORD@host, amqp://...), bearer credentials, and the
 # usual key/token/secret/password assignments in headers, query strings, JSON and env
-# dumps. Applied by a filter on every handler, to the whole rendered line.
+# dumps (not counts such as ``prompt_tokens=12``). Applied by a filter on every handler,
+# to the whole rendered line.
 _REDACTED = "***"
 _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host -> scheme://user:***@host
@@ -42,7 +43,7 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # api_key=..., "token": "...", password: ..., secret=..., ?token=...
     (
         re.compile(
-            r"(?i)(?P<pre>\b[\w-]*(?:api[_-]?key|token|secret|password|passwd)[\w-]*"
+            r"(?i)(?P<pre>\b[\w-]*(?:api[_-]?key|token|secret|password|passwd)(?!s)[\w-]*"
             r"[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)[^\s\"'&,;}]+"
         ),
         r"\g<pre>***",
