@@ -16,7 +16,7 @@ from pymongo.errors import PyMongoError
 
 from taskcore.adapters.mongo import Store, connect_mongo
 from taskcore.adapters.rabbit import BrokerUnavailable
-from taskcore.observability import configure_logging
+from taskcore.observability import configure_logging, redact_url
 from taskcore.settings import DEFAULT_PORTS, Settings
 from taskcore.tracing import setup_tracing
 
@@ -27,6 +27,10 @@ ServiceBody = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
 class StoreUnavailable(RuntimeError):
     pass
+
+
+class ConfigurationError(RuntimeError):
+    """The service's configuration is wrong; the message says which setting and why."""
 
 
 async def open_store(settings: Settings) -> Store:
@@ -44,7 +48,8 @@ async def open_store(settings: Settings) -> Store:
     except PyMongoError as exc:
         await store.close()
         raise StoreUnavailable(
-            f"MongoDB is not reachable at {settings.mongo_url} ({exc.__class__.__name__}); "
+            f"MongoDB is not reachable at {redact_url(settings.mongo_url)} "
+            f"({exc.__class__.__name__}); "
             "start it or set MONGO_URL."
         ) from exc
     return store
@@ -61,7 +66,7 @@ def run_service(service: str, body: ServiceBody, settings: Settings | None = Non
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_main(service, body, settings))
-    except (BrokerUnavailable, StoreUnavailable) as exc:
+    except (BrokerUnavailable, StoreUnavailable, ConfigurationError) as exc:
         print(f"taskcore {service}: {exc}", file=sys.stderr)
         return 2
     return 0

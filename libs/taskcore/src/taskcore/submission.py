@@ -46,6 +46,8 @@ class NewTask:
     task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     request_hash: str | None = None
     traceparent: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    team_id: str | None = None
 
 
 def idempotent_task_id(scope: str, key: str) -> str:
@@ -74,6 +76,8 @@ def submitted_event(new: NewTask, now: datetime) -> TaskEvent:
             "parent_task_id": new.parent_task_id,
             "root_task_id": new.root_task_id or new.task_id,
             "subtask_policy": new.subtask_policy,
+            **({"labels": new.labels} if new.labels else {}),
+            **({"team_id": new.team_id} if new.team_id else {}),
             **(
                 {"failure_threshold": new.failure_threshold}
                 if new.failure_threshold is not None

@@ -20,7 +20,7 @@ from taskcore.domain.upcasting import upcast
 from taskcore.messages.envelope import CommittedEvent
 
 # The task fields each committed event hands to the bridge (see messages.cloudevents).
-_HANDOFF_FIELDS = ("task_type", "user_id", "parent_task_id", "root_task_id")
+_HANDOFF_FIELDS = ("task_type", "user_id", "parent_task_id", "root_task_id", "labels", "team_id")
 
 
 def state_of(doc: Doc | None) -> Task | None:

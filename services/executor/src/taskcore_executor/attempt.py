@@ -97,6 +97,7 @@ class AttemptRunner:
         msg = claimed_message(claim, delivered)
         seq = Sequencer(msg.task_id, claim.first_sequence, claim.last_sequence)
         running = RunningTask(msg, claim.attempt, seq, claim.doc.get("root_task_id") or msg.task_id)
+        running.labels, running.team_id = claim.doc.get("labels") or {}, claim.doc.get("team_id")
         self.running[msg.task_id] = running
         if msg.task_id in self.recent_cancels:  # the signal overtook the claim
             running.cancel()

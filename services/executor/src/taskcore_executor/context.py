@@ -85,6 +85,9 @@ class RunningTask:
         self.attempt = attempt
         self.seq = seq
         self.root_task_id = root_task_id
+        # What children inherit from the claimed document (set by the attempt).
+        self.labels: dict[str, str] = {}
+        self.team_id: str | None = None
         self.cancelled = asyncio.Event()  # checked at the task's checkpoints
         self.children: list[str] = []
         self.lost = False  # another executor owns the claim now: drop the outcome
@@ -234,6 +237,8 @@ class ExecutionContext:
             subtask_policy=child_type.subtask_policy.value,
             failure_threshold=child_type.failure_threshold,
             traceparent=self._running.seq.traceparent,  # children join the parent's trace
+            labels=self._running.labels,
+            team_id=self._running.team_id,
         )
 
     # ---- checkpoints -----------------------------------------------------------------

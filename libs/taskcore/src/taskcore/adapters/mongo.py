@@ -20,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from taskcore import metrics
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.task import Task
+from taskcore.listing import index_fields
 from taskcore.taskdoc import state as taskdoc_fields
 from taskcore.taskdoc.documents import TaskDocuments
 
@@ -168,6 +169,7 @@ def task_to_doc(task: Task) -> Doc:
     doc = task.model_dump(mode="python")
     doc["_id"] = doc.pop("id")
     doc["status"] = task.status.value
+    doc.update(index_fields(task.id, task.created_at, task.labels))  # for listing
     return doc
 
 
