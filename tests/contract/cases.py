@@ -90,6 +90,15 @@ STATES: dict[str, Doc] = {
 }
 
 
+USAGE = {
+    "prompt_tokens": 3,
+    "completion_tokens": 2,
+    "calls": 1,
+    "cost_nanos": 5,
+    "by_provider": {"p": {"prompt_tokens": 3, "completion_tokens": 2, "calls": 1, "cost_nanos": 5}},
+}
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -161,6 +170,10 @@ OPERATIONS: list[Case] = [
         lambda: ops.store_counts(TASK, {"total": 1}, None, changed_ms=NOW),
     ),
     Case("settle counts", lambda: ops.settle_counts(TASK, {"total": 1}, 1, changed_ms=None)),
+    Case("roll up usage m1", lambda: ops.roll_up_usage(TASK, USAGE, 1)),
+    Case("first roll up usage m1", lambda: ops.first_roll_up_usage(TASK, USAGE, 1)),
+    Case("roll up usage unmarked", lambda: ops.roll_up_usage(TASK, USAGE, None)),
+    Case("rebuilt usage", lambda: ops.rebuilt_usage(TASK, USAGE)),
     Case(
         "projection write (unfolded)",
         lambda: ops.write_projection(document(), {"status": "RUNNING"}, [f"{TASK}:1"]) or _never(),

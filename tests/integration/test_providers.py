@@ -15,7 +15,13 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from taskcore.adapters.mongo import Store
-from taskcore.plugin import NonRetryableError, RateLimitedError, RetryableError, SubtaskSpec
+from taskcore.plugin import (
+    NonRetryableError,
+    NoSpend,
+    RateLimitedError,
+    RetryableError,
+    SubtaskSpec,
+)
 from taskcore.settings import Settings
 from taskcore.testing.fake_openai import FakeOpenAI, RecordedRequest
 from taskcore_executor.providers.base import ChatMessage, ChatRequest
@@ -76,6 +82,7 @@ class TaskContextForTests:
     def __init__(self) -> None:
         self.task_id, self.user_id, self.tier = "t1", "alice", "paid"
         self.attempt, self.retry_count = 1, 0
+        self.spend = NoSpend()
         self.log = logging.LoggerAdapter(logging.getLogger("test"), {})
         self.progress: list[dict[str, Any]] = []
 

@@ -52,6 +52,28 @@ def error_data(message: str = "boom", *, retryable: bool = True) -> dict[str, An
     return {"type": "RuntimeError", "message": message, "retryable": retryable}
 
 
+def usage_data(
+    provider: str = "openai",
+    prompt_tokens: int = 10,
+    completion_tokens: int = 5,
+    cost_nanos: int = 7,
+) -> dict[str, Any]:
+    """One provider call, as the executor records it."""
+    return {
+        "provider": provider,
+        "model": f"{provider}-model",
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_nanos": cost_nanos,
+        "currency": "USD",
+        "user_id": "alice",
+        "team_id": None,
+        "task_type": "llm.chat",
+        "tier": "paid",
+        "attempt": 1,
+    }
+
+
 _json_scalars = st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=8)
 _json_values = st.recursive(
     _json_scalars,
@@ -91,6 +113,14 @@ def payloads(type_: EventType) -> st.SearchStrategy[dict[str, Any]]:
             return st.fixed_dictionaries(
                 {"error": _errors, "dead_letter_id": st.uuids().map(lambda u: u.hex)},
                 optional={"retry_count": st.integers(0, 5)},
+            )
+        case EventType.USAGE_RECORDED:
+            return st.builds(
+                usage_data,
+                provider=st.sampled_from(["openai", "offline"]),
+                prompt_tokens=st.integers(0, 500),
+                completion_tokens=st.integers(0, 500),
+                cost_nanos=st.integers(0, 10**6),
             )
         case EventType.REPLAYED:
             return st.fixed_dictionaries(

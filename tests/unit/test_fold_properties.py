@@ -60,7 +60,7 @@ def test_a_redelivered_event_anywhere_in_the_stream_changes_nothing(
 
 @PROPERTY
 @given(stream=task_streams(forced=TERMINAL_TYPES))
-def test_a_terminal_status_absorbs_every_event_but_a_replay_of_a_dead_letter(
+def test_a_terminal_status_absorbs_every_event_but_a_replay_of_a_dead_letter_and_usage(
     stream: list[TaskEvent],
 ) -> None:
     states = _states(stream)
@@ -71,9 +71,26 @@ def test_a_terminal_status_absorbs_every_event_but_a_replay_of_a_dead_letter(
         if event.type is EventType.REPLAYED and before.status is TaskStatus.DEAD_LETTER:
             assert after.status is TaskStatus.QUEUED
             continue
-        # Only the version moves: the event is acknowledged as seen, nothing else.
-        assert after == before.model_copy(update={"version": event.sequence})
+        # Only the version moves (and, for a provider call paid for, the usage): the event
+        # is acknowledged as seen, nothing else.
+        usage = after.own_usage if event.type is EventType.USAGE_RECORDED else before.own_usage
+        assert after == before.model_copy(update={"version": event.sequence, "own_usage": usage})
     assert any(s.status.is_terminal for s in states)
+
+
+@PROPERTY
+@given(stream=task_streams(forced=(EventType.USAGE_RECORDED,)))
+def test_usage_counts_every_recorded_call_once_whatever_the_status(
+    stream: list[TaskEvent],
+) -> None:
+    calls = [e for e in stream if e.type is EventType.USAGE_RECORDED]
+    usage = _folded(stream).own_usage
+
+    assert usage is not None
+    assert usage.calls == len(calls)
+    assert usage.cost_nanos == sum(e.data["cost_nanos"] for e in calls)
+    assert usage.prompt_tokens == sum(e.data["prompt_tokens"] for e in calls)
+    assert sum(p.calls for p in usage.by_provider.values()) == len(calls)
 
 
 @PROPERTY

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from taskcore.plugin import NonRetryableError, SubtaskSpec, TaskCancelled
+from taskcore.plugin import NonRetryableError, NoSpend, SubtaskSpec, TaskCancelled
 from taskcore_executor.providers.base import ChatRequest, ChatResponse, TokenUsage
 from taskcore_executor.providers.offline import OfflineProvider, extractive_summary
 from taskcore_executor.providers.router import ProviderRouter
@@ -38,6 +38,7 @@ class RecordingContext:
         self.tier = tier
         self.attempt = 1
         self.retry_count = 0
+        self.spend = NoSpend()
         self.log = logging.LoggerAdapter(logging.getLogger("test"), {})
         self.progress: list[dict[str, Any]] = []
         self.submitted: list[SubtaskSpec] = []

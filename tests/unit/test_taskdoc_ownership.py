@@ -18,7 +18,8 @@ OWNER = ROOT / "libs/taskcore/src/taskcore/taskdoc"
 PROTOCOL_FIELD = re.compile(
     r"^(exec|outbox)(\..+)?$|^dlq\..+$"
     r"|^(seq|outbox_at_ms|cancel_cascaded|children_settled|fold_rev|request_hash"
-    r"|subtasks_marked|subtasks_counted|subtasks_marked_ms|subtasks_changed_ms)$"
+    r"|subtasks_marked|subtasks_counted|subtasks_marked_ms|subtasks_changed_ms"
+    r"|usage_rolled)$"
 )
 
 

@@ -60,6 +60,10 @@ APPLIES: dict[str, set[str]] = {
     "mark for recount": set(STATES),
     "store counts unmarked": set(STATES),
     "settle counts": set(),
+    "roll up usage m1": set(),
+    "first roll up usage m1": set(STATES),
+    "roll up usage unmarked": set(STATES),
+    "rebuilt usage": set(STATES),
     "projection write (unfolded)": set(STATES) - {"folded_twice"},
     "projection write (rev 2)": {"folded_twice"},
 }
@@ -151,6 +155,18 @@ def test_a_replay_reopens_a_dead_task_once() -> None:
     assert (state.open, state.dispatch_no, state.replays) == (True, 2, 1)
     assert (state.last_replay_of, state.retry_count) == ("r-1", 0)
     assert ops.claim(TASK, 2, "n", lease_until=NOW + 1, token=None).matches(reopened)
+
+
+def test_a_usage_roll_up_of_an_older_mark_never_overwrites_a_newer_one() -> None:
+    doc = ops.first_roll_up_usage(TASK, {"calls": 2}, 5).attempt(document())
+    assert doc is not None
+    assert doc["descendant_usage"] == {"calls": 2}
+
+    assert ops.roll_up_usage(TASK, {"calls": 1}, 4).attempt(doc) is None
+    assert ops.first_roll_up_usage(TASK, {"calls": 1}, 4).attempt(doc) is None
+    later = ops.roll_up_usage(TASK, {"calls": 3}, 6).attempt(doc)
+    assert later is not None
+    assert later["descendant_usage"] == {"calls": 3}
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,42 @@ PROVIDER_FALLBACKS = Counter(
     ["from_provider", "to_provider"],
 )
 PROVIDER_TOKENS = Counter("taskcore_provider_tokens_total", "Tokens used.", ["provider", "kind"])
+# Provider health, as every executor reads the shared state (so any replica's value is the
+# provider's): ready to be called (a key, not benched after a 401/403, not cooling down
+# after a 429), benched, and the concurrency limit after 429 back-off.
+PROVIDER_READY = Gauge(
+    "taskcore_provider_ready",
+    "1 if the provider may be called now, else 0.",
+    ["provider"],
+    multiprocess_mode="livemin",
+)
+PROVIDER_BENCHED = Gauge(
+    "taskcore_provider_benched",
+    "1 while the provider is benched after refusing our key (401/403).",
+    ["provider"],
+    multiprocess_mode="livemax",
+)
+PROVIDER_CONCURRENCY_LIMIT = Gauge(
+    "taskcore_provider_concurrency_limit",
+    "Concurrent calls the provider is allowed now (halved after a 429, recovering).",
+    ["provider"],
+    multiprocess_mode="livemax",
+)
+# Spend: answered provider calls and their cost, in TASKCORE_CURRENCY units.
+LLM_CALLS = Counter(
+    "taskcore_llm_calls_total", "Provider calls answered (each counted once).", ["provider", "tier"]
+)
+LLM_COST = Counter(
+    "taskcore_llm_cost_total",
+    "What answered provider calls cost, in the configured currency.",
+    ["provider", "tier"],
+)
+BUDGET_REFUSALS = Counter(
+    "taskcore_budget_refusals_total",
+    "Work refused by a user's budget: a submission (stage=submission) or a provider call "
+    "(stage=call).",
+    ["tier", "budget", "stage"],
+)
 
 # Aggregator
 EVENTS_FOLDED = Counter("taskcore_events_folded_total", "Events appended and folded.", ["type"])

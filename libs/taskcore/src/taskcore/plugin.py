@@ -19,6 +19,9 @@ exposes ``TASK_TYPES``).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -57,6 +60,63 @@ class TaskCancelled(Exception):
     """Raised by ``TaskContext.check_cancelled`` at a checkpoint once a cancel arrived."""
 
 
+class BudgetExceeded(NonRetryableError):
+    """A provider call would take the task's user past one of their budgets
+    (``TASKCORE_BUDGETS``), so it was not made. ``budget`` names it (``daily_cost``...)."""
+
+    def __init__(self, message: str, *, budget: str, resets_at: datetime) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.resets_at = resets_at
+
+
+class MeteredCall(Protocol):
+    """One provider call in progress, reserved against the user's budgets."""
+
+    async def record(
+        self, *, model: str, prompt_tokens: int, completion_tokens: int, cost_nanos: int
+    ) -> None:
+        """The provider answered, using this much (cost in nano-units of the currency):
+        recorded once in the task's usage, and charged to the budgets."""
+
+
+class Spend(Protocol):
+    """Where a task's provider calls are reserved and recorded (``TaskContext.spend``).
+
+    A task type that calls an LLM provider itself wraps each call::
+
+        async with ctx.spend.call("openai", tokens=estimate, cost_nanos=cost) as call:
+            reply = await my_client.chat(...)
+            await call.record(model=reply.model, prompt_tokens=..., completion_tokens=...,
+                              cost_nanos=...)
+
+    ``call`` reserves the estimate against the user's budgets first (raising
+    ``BudgetExceeded``, so the call is never made, when it would pass one); leaving the
+    block settles the reservation with what was recorded (nothing recorded: released).
+    """
+
+    def call(
+        self, provider: str, *, tokens: int, cost_nanos: int
+    ) -> AbstractAsyncContextManager[MeteredCall]: ...
+
+
+class _Unmetered:
+    async def record(
+        self, *, model: str, prompt_tokens: int, completion_tokens: int, cost_nanos: int
+    ) -> None:
+        return None
+
+
+class NoSpend:
+    """A ``Spend`` that reserves and records nothing (tools, and tests of a task type)."""
+
+    @asynccontextmanager
+    async def call(
+        self, provider: str, *, tokens: int, cost_nanos: int
+    ) -> AsyncIterator[MeteredCall]:
+        yield _Unmetered()
+
+
 class SubtaskSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -77,6 +137,8 @@ class TaskContext(Protocol):
     attempt: int
     retry_count: int
     log: logging.LoggerAdapter[logging.Logger]
+    # Provider calls: budgets and usage (see ``Spend``).
+    spend: Spend
 
     async def update_progress(self, progress: dict[str, Any]) -> None:
         """Record progress; throttled, never waits on the broker."""

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from taskcore.usage.budgets import BudgetsConfig
+
 Role = Literal["user", "admin"]
 Tier = Literal["free", "paid"]
 
@@ -86,6 +88,12 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     stream_token_secret: str | None = None
 
+    # LLM spend: the currency providers' prices (and budgets' costs) are given in, and the
+    # users' budgets, JSON: {"free": {"daily_cost"?, "monthly_cost"?, "daily_tokens"?,
+    # "monthly_tokens"?}, "paid": {...}, "users": {"<user id>": {...}}}.
+    currency: str = Field(default="USD", min_length=1, max_length=12)
+    budgets: Annotated[BudgetsConfig, NoDecode] = Field(default_factory=BudgetsConfig)
+
     # Batching without timers: a batch is whatever arrived while the previous one was being
     # written or confirmed. These add a wait before each batch, for benchmarks comparing
     # with timer-based batching; 0 (the default) adds none.
@@ -107,6 +115,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _parse_budgets(cls, value: Any) -> Any:
+        return BudgetsConfig.parse(value)
 
     @field_validator("plugins", "cors_origins", mode="before")
     @classmethod

@@ -31,6 +31,7 @@ from taskcore.taskdoc import WITHOUT_OUTBOX, ExecState
 
 from taskcore_aggregator.parent_policy import DEFAULT_FAILURE_THRESHOLD, parent_outcome
 from taskcore_aggregator.projection import state_of
+from taskcore_aggregator.usage_rollup import roll_up_usage
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ async def refresh_parent(store: Store, publisher: Publisher, parent_id: str) -> 
     await store.documents.store_counts(
         parent_id, counts.model_dump(), ExecState.of(doc).subtasks_marked, changed
     )
+    await roll_up_usage(store, doc)
     return await maybe_close(store, publisher, parent, doc, counts)
 
 

@@ -36,6 +36,7 @@ from taskcore.messages.envelope import CommittedEvent
 from taskcore.taskdoc import ExecState, Op
 from taskcore.taskdoc.operations import outbox_entry, revision, without_outbox, write_projection
 from taskcore.tracing import start_span
+from taskcore.usage import ledger
 
 from taskcore_aggregator.projection import (
     at_store_precision,
@@ -104,6 +105,7 @@ class Projector:
             if submitted is not None:
                 unique.setdefault(submitted.event_id, submitted)
         duplicates = await self.append(list(unique.values()))
+        await ledger.record(self.store.usage, unique.values())  # by event id: idempotent
         # A task assumed new whose submission was logged before is not new: read it.
         seen = {t for t in assumed if any(e.event_id in duplicates for e in by_task[t])}
         docs.update(await self._read(list(seen)))

@@ -5,7 +5,8 @@ task-id order, so memory stays flat however long the log. Only fold-owned fields
 written (``exec``, ``outbox``, ``seq`` and the other bookkeeping fields are left alone).
 As in the live fold, each write is conditional on the document's ``fold_rev`` as read,
 and the log is read after the document, so a rebuild can run beside live aggregators.
-Parents' counters are recounted afterwards. With ``check`` nothing is written: the
+Parents' counters and descendants' usage are recomputed afterwards, and the usage ledger
+gets a row for every usage event in the log. With ``check`` nothing is written: the
 report lists what differs.
 """
 
@@ -18,6 +19,7 @@ from taskcore.adapters.mongo import Doc, Store, task_to_doc
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.task import SubtaskCounts, Task
 from taskcore.taskdoc import operations
+from taskcore.usage import ledger
 
 from taskcore_aggregator.parents import recount
 from taskcore_aggregator.projection import (
@@ -26,6 +28,7 @@ from taskcore_aggregator.projection import (
     projection_update,
     state_of,
 )
+from taskcore_aggregator.usage_rollup import rebuild_usage
 
 MAX_ATTEMPTS = 5
 
@@ -38,10 +41,18 @@ class RebuildReport:
     created: list[str] = field(default_factory=list)  # logged tasks with no document
     parents: int = 0
     counters_differing: list[str] = field(default_factory=list)
+    usage_differing: list[str] = field(default_factory=list)  # parents' descendant usage
+    ledger_differing: int = 0  # usage ledger rows missing or not what their event says
 
     @property
     def clean(self) -> bool:
-        return not (self.differing or self.created or self.counters_differing)
+        return not (
+            self.differing
+            or self.created
+            or self.counters_differing
+            or self.usage_differing
+            or self.ledger_differing
+        )
 
     def summary(self, check: bool) -> str:
         verb = "differ from" if check else "were rewritten from"
@@ -49,7 +60,8 @@ class RebuildReport:
             f"{self.tasks} tasks and {self.events} events read; {len(self.differing)} "
             f"projections {verb} the log, {len(self.created)} missing; "
             f"{self.parents} parents recounted, {len(self.counters_differing)} with "
-            "different counters."
+            f"different counters and {len(self.usage_differing)} with different usage; "
+            f"{self.ledger_differing} usage ledger rows {verb} the log."
         )
 
 
@@ -63,6 +75,7 @@ async def rebuild(
             if task.parent_task_id:
                 parents.add(task.parent_task_id)
     await _recount_parents(store, parents, check, report)
+    report.usage_differing = await rebuild_usage(store, parents, check=check)
     return report
 
 
@@ -92,6 +105,8 @@ async def _rebuild_chunk(
     logs = await load_logs(store, task_ids)
     report.tasks += len(task_ids)
     report.events += sum(len(events) for events in logs.values())
+    calls = (e for events in logs.values() for e in events)
+    report.ledger_differing += await ledger.restore(store.usage, calls, check=check)
     rebuilt: list[Task] = []
     for task_id in task_ids:
         doc, events = docs.get(task_id), logs[task_id]

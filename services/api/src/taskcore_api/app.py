@@ -23,7 +23,7 @@ from taskcore_api.body_limit import (
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ERRORS, install_error_handlers
 from taskcore_api.request_metrics import RequestMetricsMiddleware
-from taskcore_api.routes import console, stream, task_types, tasks
+from taskcore_api.routes import console, stream, task_types, tasks, usage
 from taskcore_api.routes.dead_letters import router as dead_letters_router
 from taskcore_api.schemas import BatchItem, BatchRequest, StreamEvent
 
@@ -50,7 +50,8 @@ validation errors `details` lists `{{field, reason}}` with the field's dotted pa
 Submission quotas per tier (`TASKCORE_QUOTA_<TIER>_PER_MINUTE` / `_PER_DAY`, unset:
 unlimited) answer 429 with `Retry-After` when exceeded, as do more than
 `TASKCORE_MAX_STREAMS_PER_USER` open streams or `TASKCORE_MAX_WAITS_PER_USER` waiting
-submissions per user and API process.
+submissions per user and API process. A user whose LLM budget (`TASKCORE_BUDGETS`) is used
+up gets a 429 `budget_exceeded` with `Retry-After` until the budget's window ends.
 """
 
 
@@ -78,6 +79,7 @@ def create_app(deps: Deps, readiness: list[ReadinessCheck]) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(task_types.router)
     app.include_router(dead_letters_router)
+    app.include_router(usage.router)
     app.include_router(console.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -28,7 +28,7 @@ __all__ = ["AuthenticationMiddleware", "Authenticator", "Principal", "authentica
 _STREAM_PATH = re.compile(r"^/v1/tasks/([^/]+)/stream/?$")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # Routes for administrators only.
-ADMIN_PREFIXES = ("/v1/dead-letters",)
+ADMIN_PREFIXES = ("/v1/dead-letters", "/v1/providers")
 
 
 def unauthorized(message: str) -> ApiError:

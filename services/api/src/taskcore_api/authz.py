@@ -13,6 +13,7 @@ caller, with API keys and with JWTs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from taskcore_api.errors import ApiError
@@ -91,6 +92,17 @@ def listing_scopes(principal: Principal, *, team_id: str | None, user_id: str | 
         return [{"team_id": {"$eq": team_id}}]
     own: Doc = {"user_id": {"$eq": principal.user_id}}
     return [own, *({"team_id": {"$eq": t}} for t in sorted(principal.teams))]
+
+
+def usage_scope(principal: Principal, group_by: Sequence[str]) -> Doc:
+    """The usage ledger rows a caller may sum: an admin all; a user their own calls, and
+    with ``group_by`` including ``team`` also their teams' (any member's, on team tasks)."""
+    if is_admin(principal):
+        return {}
+    own: Doc = {"user_id": {"$eq": principal.user_id}}
+    if "team" in group_by and principal.teams:
+        return {"$or": [own, {"team_id": {"$in": sorted(principal.teams)}}]}
+    return own
 
 
 # ---- what a caller is shown ------------------------------------------------------------

@@ -10,6 +10,7 @@ from taskcore.adapters.rabbit import Publisher
 from taskcore.registry import TaskTypeRegistry
 from taskcore.settings import Settings
 from taskcore.submission import Deliveries
+from taskcore.usage.budgets import Budgets
 
 from taskcore_api.auth import Authenticator
 from taskcore_api.identity.jwt_tokens import JwtVerifier
@@ -48,6 +49,10 @@ class Deps:
     @property
     def quotas(self) -> Quotas:
         return Quotas(self.store, self.quota_policy)
+
+    @property
+    def budgets(self) -> Budgets:
+        return Budgets(self.store.budgets, self.store.usage, self.settings.budgets)
 
     @property
     def publisher_for_submissions(self) -> Publisher:

@@ -97,6 +97,17 @@ class Quotas:
             taken.append(key)
         return Grant(tuple(taken), count)
 
+    async def standing(self, user_id: str, tier: str) -> list[tuple[str, int, int, datetime]]:
+        """Each window of the tier: its name, limit, submissions counted in the current
+        window, and when that window ends."""
+        found = []
+        for window in self.policy.for_tier(tier):
+            index = now_ms() // window.size_ms
+            doc = await self._store.quotas.find_one({"_id": f"{window.name}:{index}:{user_id}"})
+            ends = datetime.fromtimestamp((index + 1) * window.size_ms / 1000, UTC)
+            found.append((window.name, window.limit, int((doc or {}).get("n") or 0), ends))
+        return found
+
     async def give_back(self, grant: Grant) -> None:
         for key in grant.keys:
             await self._store.quotas.update_one({"_id": key}, {"$inc": {"n": -grant.count}})

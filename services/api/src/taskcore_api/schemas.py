@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import SubtaskCounts, Task, TaskError
+from taskcore.domain.usage import ProviderUsage, Usage, units_of
 
 from taskcore_api.errors import ErrorBody
 
@@ -108,6 +109,37 @@ class BatchRequest(BaseModel):
     tasks: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+class ProviderUsageView(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    calls: int
+    cost: float = Field(description="In the configured currency (`TASKCORE_CURRENCY`).")
+
+    @classmethod
+    def of(cls, usage: ProviderUsage) -> ProviderUsageView:
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            calls=usage.calls,
+            cost=units_of(usage.cost_nanos),
+        )
+
+
+class UsageView(ProviderUsageView):
+    """Every provider call of every attempt (failed ones too) of the task and of all its
+    descendants, with the same per provider."""
+
+    by_provider: dict[str, ProviderUsageView]
+
+    @classmethod
+    def of(cls, usage: ProviderUsage) -> UsageView:
+        parts = usage.by_provider if isinstance(usage, Usage) else {}
+        return cls(
+            **ProviderUsageView.of(usage).model_dump(),
+            by_provider={name: ProviderUsageView.of(part) for name, part in parts.items()},
+        )
+
+
 class TaskView(BaseModel):
     """A task as the API shows it."""
 
@@ -137,6 +169,9 @@ class TaskView(BaseModel):
     team_id: str | None
     cancel_requested: bool
     subtasks: SubtaskCounts
+    usage: UsageView | None = Field(
+        default=None, description="LLM provider calls; null for a task that made none."
+    )
     version: int = Field(description="The highest event sequence folded into this state.")
 
     @field_validator(
@@ -157,7 +192,9 @@ class TaskView(BaseModel):
 
     @classmethod
     def of(cls, task: Task) -> TaskView:
-        return cls.model_validate(task.model_dump())
+        fields = task.model_dump(exclude={"own_usage", "descendant_usage"})
+        usage = task.usage
+        return cls.model_validate({**fields, "usage": UsageView.of(usage) if usage else None})
 
 
 class TaskList(BaseModel):

@@ -54,6 +54,7 @@ from taskcore_executor.outcomes import (
 )
 from taskcore_executor.runner import run_task
 from taskcore_executor.signals import RecentSignals
+from taskcore_executor.spend import Accounts
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class AttemptRunner:
         self.recent_cancels = recent_cancels
         self.cpu_pool = cpu_pool
         self.canceller = Canceller(store, publisher)
+        self.accounts = Accounts.of(settings, store)  # budgets and currency of LLM calls
         # Concurrent attempts share their claims' and outcomes' store round trips.
         self.batches = ClaimBatches(store.documents, node, settings.lease_seconds)
 
@@ -158,6 +160,8 @@ class AttemptRunner:
             # A fast attempt (or a failed send): it goes out with the outcome, through
             # the outbox.
             entries = [OutboxEntry(event=started_event), *entries]
+        # Usage the broker did not confirm during the attempt goes durably with the outcome.
+        entries = [*(OutboxEntry(event=e) for e in running.unsent), *entries]
         running.finishing = True
         ending, retry_count = _ending(outcome, msg)
         if not await self.batches.finish(Finish(claim, ending, entries, retry_count)):
@@ -187,6 +191,7 @@ class AttemptRunner:
             registry=self.registry,
             node=self.node,
             lease_s=self.settings.lease_seconds,
+            accounts=self.accounts,
         )
         max_attempts = int(claim.doc.get("max_attempts") or task_type.retry.max_attempts)
         began = time.monotonic()

@@ -6,19 +6,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import EventEmitter, Publisher
 from taskcore.domain.events import EventType, TaskEvent
+from taskcore.domain.usage import UsageRecorded
 from taskcore.messages.envelope import TaskMessage
-from taskcore.plugin import NonRetryableError, SubtaskSpec, TaskCancelled
+from taskcore.plugin import MeteredCall, NonRetryableError, Spend, SubtaskSpec, TaskCancelled
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
 from taskcore.submission import NewTask, idempotent_task_id, submit_tasks
 from taskcore.taskdoc import SEQUENCE_BLOCK
 
 from taskcore_executor.outcomes import Sequencer
+from taskcore_executor.spend import Accounts, AttemptSpend, Caller
 
 # At most one progress event per task per interval; the latest value wins.
 PROGRESS_INTERVAL_S = 0.25
@@ -95,6 +97,8 @@ class RunningTask:
         self.finishing = False  # the outcome is being recorded: too late to stop
         self.execution: asyncio.Task[Any] | None = None
         self.start_notice: StartNotice | None = None
+        # Events the broker did not confirm (usage): the outcome carries them durably.
+        self.unsent: list[TaskEvent] = []
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -122,6 +126,7 @@ class ExecutionContext:
         registry: TaskTypeRegistry,
         node: str,
         lease_s: float,
+        accounts: Accounts | None = None,
     ) -> None:
         self._running = running
         self._store = store
@@ -141,6 +146,10 @@ class ExecutionContext:
         self.retry_count = msg.retry_count
         self.log = logging.LoggerAdapter(
             log, {"task_id": msg.task_id, "task_type": msg.task_type, "attempt": running.attempt}
+        )
+        caller = Caller(msg.user_id, running.team_id, msg.task_type, msg.tier, running.attempt)
+        self.spend: Spend = AttemptSpend(
+            accounts or Accounts(None, "USD"), caller, self._record_usage
         )
 
     # ---- progress: throttled, and never waits on the broker or the store -------------
@@ -169,16 +178,34 @@ class ExecutionContext:
     async def _emit_pending(self) -> None:
         if self._pending_progress is None:
             return
-        seq = self._running.seq
-        if seq.remaining <= 1:  # keep the block's last sequence for the outcome
-            first = await self._store.documents.reserve_sequences(self.task_id, SEQUENCE_BLOCK)
-            seq.next, seq.last = first, first + SEQUENCE_BLOCK - 1
+        await self._sequences()
         progress, self._pending_progress = self._pending_progress, None
         self._last_progress = time.monotonic()
         if self._running.start_notice is not None:
             self._running.start_notice.send()  # the start goes first
-        sent = self._emitter.emit(seq.event(EventType.PROGRESS, {"progress": progress}))
+        event = self._running.seq.event(EventType.PROGRESS, {"progress": progress})
+        sent = self._emitter.emit(event)
         sent.add_done_callback(_ignore_outcome)  # best effort: the outcome supersedes it
+
+    async def _sequences(self) -> None:
+        """Make sure the block has a sequence to spare besides the outcome's."""
+        seq = self._running.seq
+        if seq.remaining <= 1:  # keep the block's last sequence for the outcome
+            first = await self._store.documents.reserve_sequences(self.task_id, SEQUENCE_BLOCK)
+            seq.next, seq.last = first, first + SEQUENCE_BLOCK - 1
+
+    # ---- usage: every answered provider call, recorded durably ---------------------
+
+    async def _record_usage(self, call: UsageRecorded) -> None:
+        await self._sequences()
+        if self._running.start_notice is not None:
+            self._running.start_notice.send()  # the start goes first
+        event = self._running.seq.event(EventType.USAGE_RECORDED, call.model_dump(mode="json"))
+        try:
+            await self._emitter.emit(event)
+        except Exception:
+            self.log.warning("A usage event goes with the outcome instead.", exc_info=True)
+            self._running.unsent.append(event)
 
     async def flush_progress(self) -> None:
         """Send the latest progress now, before the outcome (the attempt is over)."""
@@ -267,6 +294,7 @@ class ThreadContext:
         self.attempt = ctx.attempt
         self.retry_count = ctx.retry_count
         self.log = ctx.log
+        self.spend: Spend = ThreadSpend(ctx.spend, loop)
 
     async def update_progress(self, progress: dict[str, Any]) -> None:
         self._loop.call_soon_threadsafe(self._ctx.schedule_progress, dict(progress))
@@ -285,6 +313,50 @@ class ThreadContext:
 
     async def _on_executor_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+
+class ThreadSpend:
+    """A ``Spend`` for a task on a worker thread: the reservations and records happen on
+    the executor's loop, where the store and the broker are."""
+
+    def __init__(self, spend: Spend, loop: asyncio.AbstractEventLoop) -> None:
+        self._spend = spend
+        self._loop = loop
+
+    @contextlib.asynccontextmanager
+    async def call(
+        self, provider: str, *, tokens: int, cost_nanos: int
+    ) -> AsyncIterator[MeteredCall]:
+        manager = self._spend.call(provider, tokens=tokens, cost_nanos=cost_nanos)
+        metered = await self._there(manager.__aenter__())
+        try:
+            yield _ThreadMetered(metered, self)
+        except BaseException as exc:
+            if not await self._there(manager.__aexit__(type(exc), exc, exc.__traceback__)):
+                raise
+        else:
+            await self._there(manager.__aexit__(None, None, None))
+
+    async def _there(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+
+class _ThreadMetered:
+    def __init__(self, metered: MeteredCall, spend: ThreadSpend) -> None:
+        self._metered = metered
+        self._spend = spend
+
+    async def record(
+        self, *, model: str, prompt_tokens: int, completion_tokens: int, cost_nanos: int
+    ) -> None:
+        await self._spend._there(
+            self._metered.record(
+                model=model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost_nanos=cost_nanos,
+            )
+        )
 
 
 def _ignore_outcome(fut: asyncio.Future[None]) -> None:

@@ -23,6 +23,7 @@ from taskcore.domain.task import Task
 from taskcore.listing import index_fields
 from taskcore.taskdoc import state as taskdoc_fields
 from taskcore.taskdoc.documents import TaskDocuments
+from taskcore.usage import ledger
 
 Doc = dict[str, Any]
 
@@ -30,12 +31,13 @@ Doc = dict[str, Any]
 # (``exec``, ``outbox``, ``seq``, ``request_hash``...) belongs to the task-document protocol
 # (``taskcore.taskdoc``) and is never touched by a projection write.
 PROJECTION_FIELDS: tuple[str, ...] = tuple(f for f in Task.model_fields if f != "id")
-# What a fold writes: a parent's ``subtasks`` counters are recounted from its children by
-# their own update, so a fold of the parent's events must not overwrite them.
+# What a fold writes: a parent's ``subtasks`` counters and ``descendant_usage`` are derived
+# from its children by their own updates, so a fold of the parent's events must not
+# overwrite them.
 # ``created_at`` never changes after the insert, and re-setting it would turn it into a
 # string on the stand-in (see EPOCH_MS), breaking created-time filters.
 FOLD_FIELDS: tuple[str, ...] = tuple(
-    f for f in PROJECTION_FIELDS if f not in ("subtasks", "created_at")
+    f for f in PROJECTION_FIELDS if f not in ("subtasks", "descendant_usage", "created_at")
 )
 
 # Times that queries compare (leases, outbox ages) are kept as epoch milliseconds: the
@@ -127,6 +129,10 @@ class Store:
         self.dead_letters: AsyncCollection[Doc] = self.db["dead_letters"]
         self.quotas: AsyncCollection[Doc] = self.db["quotas"]
         self.limits: AsyncCollection[Doc] = self.db["provider_limits"]
+        # One row per provider call, by event id (taskcore.usage.ledger), and the users'
+        # budget counters (taskcore.usage.budgets).
+        self.usage: AsyncCollection[Doc] = self.db["usage_ledger"]
+        self.budgets: AsyncCollection[Doc] = self.db["budgets"]
         # The task documents' bookkeeping goes through here only (taskcore.taskdoc).
         self.documents = TaskDocuments(self.tasks)
 
@@ -159,6 +165,10 @@ class Store:
         )
         await self.dead_letters.create_indexes(
             [IndexModel([("dead_lettered_at", DESCENDING)]), IndexModel([("task_id", ASCENDING)])]
+        )
+        await self.usage.create_indexes(ledger.INDEXES)
+        await self.budgets.create_indexes(
+            [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)]
         )
 
     async def close(self) -> None:

@@ -31,6 +31,9 @@ class EventType(StrEnum):
     DEAD_LETTERED = "task.dead_lettered"
     REPLAYED = "task.replayed"
     DISCARDED = "task.discarded"
+    # One provider call answered during an attempt (``taskcore.domain.usage``); internal,
+    # like ``awaiting_children``: folded into ``usage``, not published as a CloudEvent.
+    USAGE_RECORDED = "task.usage_recorded"
 
     @property
     def short_name(self) -> str:

@@ -5,7 +5,9 @@ cannot change the state:
 
 - an event whose sequence is not above ``state.version`` (a duplicate or a late one:
   the aggregator re-folds from the log when a late event arrives, see ``fold``);
-- any event on a terminal task, except ``task.replayed`` on a dead letter;
+- any event on a terminal task, except ``task.replayed`` on a dead letter and
+  ``task.usage_recorded`` (a provider call is paid for whatever became of the task: a
+  call of an attempt that lost its lease may be logged after the task ended);
 - an event for a task that was never submitted.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 from taskcore.domain.events import EventType, TaskEvent
 from taskcore.domain.status import TaskStatus, can_transition
 from taskcore.domain.task import SubtaskCounts, Task, TaskError
+from taskcore.domain.usage import Usage, UsageRecorded, combined
 
 
 def fold(events: Iterable[TaskEvent], state: Task | None = None) -> Task | None:
@@ -33,7 +36,8 @@ def evolve(state: Task | None, event: TaskEvent) -> Task | None:
     if state is None or event.sequence <= state.version:
         return state
     if state.status.is_terminal and not _reopens(state, event):
-        return state.model_copy(update={"version": event.sequence})
+        spent = _usage_recorded(state, event) if event.type is EventType.USAGE_RECORDED else {}
+        return state.model_copy(update={**spent, "version": event.sequence})
     apply = _APPLY.get(event.type)
     changes = apply(state, event) if apply else {}
     target = changes.get("status", state.status)
@@ -151,6 +155,13 @@ def _discarded(state: Task, event: TaskEvent) -> dict[str, Any]:
     return {}
 
 
+def _usage_recorded(state: Task, event: TaskEvent) -> dict[str, Any]:
+    call = UsageRecorded.parse(event.data)
+    if call is None:
+        return {}
+    return {"own_usage": combined(state.own_usage, Usage.of_call(call))}
+
+
 _APPLY: dict[EventType, Any] = {
     EventType.STARTED: _started,
     EventType.PROGRESS: _progress,
@@ -164,6 +175,7 @@ _APPLY: dict[EventType, Any] = {
     EventType.CANCEL_REQUESTED: _cancel_requested,
     EventType.REPLAYED: _replayed,
     EventType.DISCARDED: _discarded,
+    EventType.USAGE_RECORDED: _usage_recorded,
 }
 
 

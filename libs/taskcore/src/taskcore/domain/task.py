@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskcore.domain.clock import UtcDatetime
 from taskcore.domain.status import TaskStatus
+from taskcore.domain.usage import Usage, combined
 
 Tier = Literal["free", "paid"]
 
@@ -79,5 +80,15 @@ class Task(BaseModel):
     cancel_requested: bool = False
     dead_letter_id: str | None = None
     subtasks: SubtaskCounts = Field(default_factory=SubtaskCounts)
+    # Provider calls this task made itself (folded from its task.usage_recorded events),
+    # and those of all its descendants (a parent's, derived from its children like the
+    # subtask counters). None: nothing recorded.
+    own_usage: Usage | None = None
+    descendant_usage: Usage | None = None
     # The highest event sequence folded into this state.
     version: int = 0
+
+    @property
+    def usage(self) -> Usage | None:
+        """Every call of every attempt, of the task and of its descendants."""
+        return combined(self.own_usage, self.descendant_usage)

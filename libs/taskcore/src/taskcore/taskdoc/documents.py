@@ -280,6 +280,18 @@ class TaskDocuments:
             # Newer marks came in: they will be recounted too.
             await self.apply(ops.store_counts(parent_id, counts, mark, changed_ms=changed_ms))
 
+    async def roll_up_usage(self, parent_id: str, usage: Doc | None, mark: Any) -> bool:
+        """Store a roll-up of the children's usage that read ``mark`` (see
+        ``operations.roll_up_usage``); whether it was stored."""
+        if not isinstance(mark, int):
+            return await self.apply(ops.roll_up_usage(parent_id, usage, None))
+        if await self.apply(ops.roll_up_usage(parent_id, usage, mark)):
+            return True
+        return await self.apply(ops.first_roll_up_usage(parent_id, usage, mark))
+
+    async def store_rebuilt_usage(self, parent_id: str, usage: Doc | None) -> None:
+        await self.apply(ops.rebuilt_usage(parent_id, usage))
+
     async def stale_recounts(self, older_than_ms: int, limit: int) -> list[str]:
         query = {f.MARKED_AT: {"$lt": older_than_ms}}
         return [d["_id"] async for d in self.collection.find(query, {"_id": 1}).limit(limit)]

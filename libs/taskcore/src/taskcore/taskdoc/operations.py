@@ -368,6 +368,34 @@ def settle_counts(parent_id: str, counts: Doc, mark: int, *, changed_ms: int | N
     return Op({**op.filter, f.MARKED: mark}, {**op.update, "$unset": {f.MARKED_AT: ""}})
 
 
+def roll_up_usage(parent_id: str, usage: Doc | None, mark: int | None) -> Op:
+    """Store a parent's ``descendant_usage`` (the sum of its children's) as a recount that
+    read mark ``mark`` found it, unless a roll-up of a later mark got there first: the
+    same rule as ``store_counts``, on a mark of its own (``usage_rolled``). With ``mark``
+    None (never marked) it writes only while still unmarked."""
+    fields: Doc = {"descendant_usage": usage}
+    if mark is None:
+        return Op({"_id": parent_id, f.MARKED: {"$exists": False}}, {"$set": fields})
+    return Op(
+        {"_id": parent_id, f.USAGE_ROLLED: {"$lt": mark}},
+        {"$set": {**fields, f.USAGE_ROLLED: mark}},
+    )
+
+
+def first_roll_up_usage(parent_id: str, usage: Doc | None, mark: int) -> Op:
+    """``roll_up_usage`` on a parent never rolled up before (a range never matches a
+    missing field, so the first roll-up needs its own precondition)."""
+    return Op(
+        {"_id": parent_id, f.USAGE_ROLLED: {"$exists": False}},
+        {"$set": {"descendant_usage": usage, f.USAGE_ROLLED: mark}},
+    )
+
+
+def rebuilt_usage(parent_id: str, usage: Doc | None) -> Op:
+    """``taskcore rebuild``'s ``descendant_usage``, recomputed from the folded children."""
+    return Op({"_id": parent_id}, {"$set": {"descendant_usage": usage}})
+
+
 # ---- dead letters -------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ them):
 - ``subtasks_marked``, ``subtasks_counted``, ``subtasks_marked_ms``,
   ``subtasks_changed_ms``: a parent's pending and done recounts of its children.
 - ``dlq.replays``, ``dlq.last_replay_of``, ``dlq.discarded.<dispatch>``: dead-letter actions.
+- ``usage_rolled``: the recount mark the stored ``descendant_usage`` was rolled up at.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ MARKED_AT = "subtasks_marked_ms"
 CHANGED_AT = "subtasks_changed_ms"
 REPLAYS = "dlq.replays"
 LAST_REPLAY_OF = "dlq.last_replay_of"
+USAGE_ROLLED = "usage_rolled"
 
 # Every top-level field the protocol owns: a projection read leaves them out, a
 # projection write never touches them.
@@ -80,6 +82,7 @@ BOOKKEEPING_FIELDS: tuple[str, ...] = (
     MARKED_AT,
     CHANGED_AT,
     "dlq",
+    USAGE_ROLLED,
 )
 
 # What to read for an ``ExecState`` (the outbox's entries only by their keys' absence: a

@@ -25,6 +25,7 @@ from taskcore_api.auth import Principal
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ApiError, field_path
 from taskcore_api.handlers.access import VIEW_FIELDS, view_of
+from taskcore_api.handlers.spend import refuse_if_over_budget
 from taskcore_api.live import Closed, Follower, LiveEvent, Resync
 from taskcore_api.quotas import Grant, QuotaExceeded
 from taskcore_api.schemas import TaskSubmission, TaskView
@@ -135,6 +136,7 @@ async def existing_docs(deps: Deps, ids: list[str]) -> dict[str, Doc]:
 
 async def create(deps: Deps, principal: Principal, news: list[NewTask]) -> list[Submitted]:
     """Count the quota, store and dispatch; the quota is given back if that fails."""
+    await refuse_if_over_budget(deps, principal)
     grant = await take_quota(deps, principal, len(news))
     try:
         results = await submit_tasks(

@@ -5,7 +5,9 @@ Every provider speaks ``ChatRequest -> ChatResponse`` and raises only the errors
 
 - timeouts, connection errors, HTTP 5xx -> ``RetryableError``
 - HTTP 429 -> ``RateLimitedError(retry_after=<Retry-After seconds>)``
-- HTTP 400/401/403/404/422 (and any other 4xx) -> ``NonRetryableError``
+- HTTP 401/403 -> ``ProviderKeyRefused``: the provider refuses our key, not the request,
+  so the router benches it and asks the next provider
+- HTTP 400/404/422 (and any other 4xx) -> ``NonRetryableError``
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ class Provider(Protocol):
         ...
 
 
+class ProviderKeyRefused(NonRetryableError):
+    """The provider answered 401 or 403: its key is missing, wrong, revoked or not allowed.
+    Another provider may well answer the same request (the router falls back)."""
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if value is None or not value.strip():
@@ -112,4 +119,6 @@ def error_for_status(
         return RateLimitedError(detail, retry_after=parse_retry_after(retry_after))
     if status >= 500 or status == 408:
         return RetryableError(detail)
+    if status in (401, 403):
+        return ProviderKeyRefused(detail)
     return NonRetryableError(detail)

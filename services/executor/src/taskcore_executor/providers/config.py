@@ -4,7 +4,8 @@
       "providers": {
         "openai":  {"kind": "openai", "base_url": "https://api.openai.com/v1",
                     "api_key_env": "OPENAI_API_KEY", "model": "gpt-4o-mini",
-                    "max_concurrency": 5, "rpm": 500, "tpm": 200000, "timeout_seconds": 60},
+                    "max_concurrency": 5, "rpm": 500, "tpm": 200000, "timeout_seconds": 60,
+                    "prices": {"input_per_million": 0.15, "output_per_million": 0.60}},
         "offline": {"kind": "offline", "max_concurrency": 8, "rpm": 600, "tpm": 100000}
       },
       "tiers": {"paid": ["openai", "offline"], "free": ["offline"]},
@@ -12,7 +13,8 @@
       "fallback_wait_seconds": 0.5,
       "max_wait_seconds": 30,
       "rate_window_seconds": 60,
-      "lease_seconds": 30
+      "lease_seconds": 30,
+      "bench_seconds": 300
     }
 
 ``providers`` names each provider. ``kind`` is ``openai`` (any OpenAI-compatible
@@ -21,6 +23,12 @@ environment variable named by ``api_key_env``) or ``offline`` (built in, no netw
 deterministic extractive answers). ``max_concurrency``, ``rpm`` (requests per minute) and
 ``tpm`` (tokens per minute) are shared by every executor process through MongoDB; leave
 one out for no limit on it.
+
+``prices`` (per million tokens, in ``TASKCORE_CURRENCY``) make each call's cost; a provider
+without prices costs nothing. A provider whose ``api_key_env`` names a variable that is
+unset or empty is never called (a provider without ``api_key_env`` needs no key: a local
+vLLM, say); one that answers 401 or 403 is *benched* for ``bench_seconds`` (every
+executor process skips it meanwhile) and the call goes to the next provider.
 
 ``tiers`` lists, per user tier, the providers to try in order: a task uses the first
 provider that has a permit within ``fallback_wait_seconds`` and answers; a provider that
@@ -38,6 +46,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from taskcore.domain.usage import FREE, Prices
 
 from taskcore_executor.providers.limits import ProviderLimits
 
@@ -55,6 +64,7 @@ class ProviderConfig(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    prices: Prices = FREE
 
     @model_validator(mode="after")
     def _openai_needs_endpoint(self) -> ProviderConfig:
@@ -65,6 +75,14 @@ class ProviderConfig(BaseModel):
     @property
     def limits(self) -> ProviderLimits:
         return ProviderLimits(max_concurrency=self.max_concurrency, rpm=self.rpm, tpm=self.tpm)
+
+    def api_key(self, env: Mapping[str, str]) -> str | None:
+        """The key from the environment; None when none is named or the variable is empty."""
+        return (env.get(self.api_key_env) or None) if self.api_key_env else None
+
+    def key_missing(self, env: Mapping[str, str]) -> bool:
+        """It names a key variable that holds nothing: calling it could only fail."""
+        return self.api_key_env is not None and self.api_key(env) is None
 
 
 def _offline_only() -> dict[str, ProviderConfig]:
@@ -83,6 +101,7 @@ class ProvidersConfig(BaseModel):
     max_wait_seconds: float = Field(default=30.0, ge=0)
     rate_window_seconds: float = Field(default=60.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
+    bench_seconds: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _tiers_name_known_providers(self) -> ProvidersConfig:

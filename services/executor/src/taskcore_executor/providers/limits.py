@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from taskcore.adapters.mongo import Store
 from taskcore.metrics import PROVIDER_IN_USE, PROVIDER_RATE_LIMIT_WAIT_SECONDS
 from taskcore.plugin import NonRetryableError, RateLimitedError
@@ -126,6 +127,11 @@ class MongoLimiter:
         self._ready: set[str] = set()
         self._indexes_ready = False
         self._below_max: dict[str, bool] = {}
+
+    @property
+    def collection(self) -> AsyncCollection[Doc]:
+        """Where the providers' shared state lives (``health`` adds its fields there)."""
+        return self._coll
 
     # -- setup -----------------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 It lets a fresh install run real LLM task types end to end. It answers from the
 request's structured ``intent`` and ``inputs`` (it cannot read prose): an extractive
 summary (the leading sentences within the word budget) for ``summary``, a scene
-templated from the outline, characters, setting and style for ``scene``. Tokens are
-counted as whitespace-separated words.
+templated from the outline, characters, setting and style for ``scene``, and, for
+``structured``, the simplest value its JSON Schema admits (``example_of``). Anything
+else gets the gist of the last user message back. Tokens are counted as
+whitespace-separated words.
 """
 
 from __future__ import annotations
@@ -58,6 +60,50 @@ def templated_scene(inputs: dict[str, Any]) -> dict[str, str]:
     return {"title": str(title), "scene": scene}
 
 
+def example_of(schema: Any, text: str = "", depth: int = 0) -> Any:
+    """A simple value ``schema`` admits, its strings taken from ``text``: the first
+    ``const``/``enum``/``default``, every required property (every property when none is
+    required), the fewest items allowed. ``$ref`` is not followed (the repair loop then
+    reports what is wrong, as it would for a real model)."""
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    for key in ("const", "default"):
+        if key in schema:
+            return schema[key]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_of(schema[key][0], text, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        properties = schema.get("properties") or {}
+        wanted = schema.get("required") or list(properties)
+        return {k: example_of(properties.get(k, {}), text, depth + 1) for k in wanted}
+    if kind == "array":
+        count = min(100, int(_number(schema.get("minItems"))))
+        return [example_of(schema.get("items", {}), text, depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        value = max(0, _number(schema.get("minimum")))
+        if "exclusiveMinimum" in schema:
+            value = max(value, _number(schema["exclusiveMinimum"]) + 1)
+        return int(value) if kind == "integer" else value
+    if kind == "boolean":
+        return False
+    if kind == "string":
+        words = " ".join(text.split()[:12]) or "text"
+        words = words[: int(_number(schema.get("maxLength"), len(words)))]
+        return words.ljust(int(_number(schema.get("minLength"))), ".")
+    return None
+
+
+def _number(value: Any, default: float = 0) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else default
+
+
 class OfflineProvider:
     def __init__(self, name: str = "offline", model: str = "offline-extractive-1") -> None:
         self.name = name
@@ -81,6 +127,8 @@ class OfflineProvider:
         if request.intent == "scene":
             return json.dumps(templated_scene(inputs), ensure_ascii=False)
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        if request.intent == "structured":
+            return json.dumps(example_of(inputs.get("json_schema"), last_user), ensure_ascii=False)
         echo = extractive_summary(last_user, 60)
         return json.dumps({"text": echo}) if request.response_format == "json" else echo
 

@@ -1,4 +1,5 @@
-"""LLM task types: ``generate_summary``, ``generate_scene`` and their batch parents.
+"""LLM task types: ``generate_summary``, ``generate_scene`` and their batch parents (the
+generic ``llm.chat`` and ``llm.structured`` are in ``llm_generic``, registered with them).
 
 Each single type asks its tier's providers (through ``ProviderRouter``) for a JSON
 object, validates it, and re-asks with the validation error at most ``MAX_REPAIRS``
@@ -38,6 +39,7 @@ from taskcore_executor.providers.base import ChatMessage, ChatRequest, TokenUsag
 from taskcore_executor.providers.config import load_providers_config
 from taskcore_executor.providers.offline import count_words
 from taskcore_executor.providers.router import ProviderRouter, build_router
+from taskcore_executor.tasktypes.llm_generic import generic_task_types
 
 MAX_REPAIRS = 2
 D = TypeVar("D", bound=BaseModel)
@@ -178,6 +180,7 @@ async def ask_for_json(
                 inputs=question.inputs,
             ),
             tier=ctx.tier,
+            spend=ctx.spend,
         )
         usage = usage + routed.response.usage
         draft, problem = _problem_with(routed.response.text, question)
@@ -359,6 +362,7 @@ def task_types(router: ProviderRouter) -> list[TaskType[Any, Any]]:
         GenerateScene(router),
         BatchGenerateSummary(router),
         BatchGenerateScene(router),
+        *generic_task_types(router),
     ]
 
 
@@ -375,7 +379,7 @@ def registry_task_types(settings: Settings) -> list[TaskType[Any, Any]]:
         Store(connect_mongo(settings.mongo_url), settings.mongo_db) if settings.mongo_url else None
     )
     config = load_providers_config()
-    return task_types(build_router(config, store, own_store=True))
+    return task_types(build_router(config, store, own_store=True, node=settings.node_id or ""))
 
 
 TASK_TYPES = registry_task_types
