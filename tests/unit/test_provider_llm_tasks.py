@@ -174,12 +174,14 @@ async def test_a_batch_submits_one_child_per_item_with_stable_keys() -> None:
     assert ctx.progress[0] == {"total": 3, "succeeded": 0, "failed": 0}
 
 
-def test_the_factory_registers_the_four_types_with_schemas() -> None:
+def test_the_factory_registers_the_llm_types_with_schemas() -> None:
     types = {t.name: t for t in task_types(offline_router())}
     assert set(types) == {
         "generate_summary",
         "generate_scene",
         "batch_generate_summary",
         "batch_generate_scene",
+        "llm.chat",
+        "llm.structured",
     }
     assert "text" in types["generate_summary"].parameters_schema()["properties"]

@@ -2,8 +2,9 @@
 
 It stands for an external LLM provider (the one thing tests may fake). It can be told to
 be slow, to fail with 5xx, to answer 429 with ``Retry-After``, or to return invalid JSON
-for the next k calls, and it records every request: in-flight high-water mark, arrival
-times, per-window counts. Control it from Python (``configure``, ``stats``) or, from
+for the next k calls, to follow a script of outcomes call by call, or to refuse every key
+but one (401, as a provider does with a revoked key), and it records every request:
+in-flight high-water mark, arrival times, per-window counts. Control it from Python (``configure``, ``stats``) or, from
 other processes, over HTTP: ``POST /_fake/behaviour`` (a partial ``Behaviour``),
 ``POST /_fake/reset``, ``GET /_fake/stats``.
 
@@ -24,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -52,6 +53,11 @@ class Behaviour(BaseModel):
     invalid_json_next: int = 0
     # The completion text; None: DEFAULT_REPLY as JSON.
     reply: str | None = None
+    # Outcomes for the next calls, one each, before any counter above: "ok", "fail",
+    # "rate_limit", "invalid_json".
+    script: list[Literal["ok", "fail", "rate_limit", "invalid_json"]] = []
+    # Answer 401 to any request whose bearer key is not this one (None: take any).
+    require_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,9 @@ class FakeOpenAI:
         """The behaviour now, and what this call gets (counters decremented atomically)."""
         with self._lock:
             b = self._behaviour
+            if b.script:
+                self._behaviour = b.model_copy(update={"script": b.script[1:]})
+                return b, b.script[0]
             if b.rate_limit_next > 0:
                 self._behaviour = b.model_copy(update={"rate_limit_next": b.rate_limit_next - 1})
                 return b, "rate_limit"
@@ -208,6 +217,13 @@ class FakeOpenAI:
             status = 200
             try:
                 body = await request.json()
+                key = self._behaviour.require_key
+                if key is not None and request.headers.get("authorization") != f"Bearer {key}":
+                    status = 401
+                    return JSONResponse(
+                        {"error": {"message": "Incorrect API key provided", "type": "auth"}},
+                        status_code=401,
+                    )
                 behaviour, outcome = self._next_outcome()
                 if behaviour.delay_s:
                     await asyncio.sleep(behaviour.delay_s)  # the simulated slowness itself
