@@ -75,7 +75,7 @@ async def rebuild(
             if task.parent_task_id:
                 parents.add(task.parent_task_id)
     await _recount_parents(store, parents, check, report)
-    report.usage_differing = await rebuild_usage(store, parents, check=check)
+    report.usage_differing = await rebuild_usage(store, check=check)
     return report
 
 

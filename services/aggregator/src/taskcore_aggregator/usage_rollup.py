@@ -14,11 +14,9 @@ so on up to the root (trees are at most a few levels deep).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from taskcore.adapters.mongo import Doc, Store
 from taskcore.domain.usage import Usage, combined
-from taskcore.taskdoc import STATE_FIELDS, WITHOUT_OUTBOX, ExecState
+from taskcore.taskdoc import WITHOUT_OUTBOX, ExecState
 
 # Deeper than any tree the API accepts (TASKCORE_MAX_DEPTH), so a climb always ends.
 MAX_LEVELS = 64
@@ -75,46 +73,47 @@ async def _roll_up_one(store: Store, doc: Doc) -> bool:
 # ---- taskcore rebuild --------------------------------------------------------------------
 
 
-async def rebuild_usage(store: Store, parent_ids: Iterable[str], *, check: bool) -> list[str]:
-    """Recompute the descendant usage of these parents (and of their ancestors, when it
-    changes) from their children's stored documents, deepest first by recursion; the ids
-    whose stored value differed. With ``check`` nothing is written."""
-    totals: dict[str, Usage | None] = {}
-    differing: list[str] = []
-    pending = sorted(set(parent_ids))
-    done: set[str] = set()
-    while pending:
-        parent_id = pending.pop()
-        if parent_id in done:
-            continue
-        done.add(parent_id)
-        doc = await store.documents.get(parent_id, {"parent_task_id": 1, **_USAGE_FIELDS})
-        if doc is None:
-            continue
-        usage = await _descendants(store, parent_id, totals)
-        if usage == _usage(doc.get("descendant_usage")):
-            continue
-        differing.append(parent_id)
-        if not check:
+async def rebuild_usage(store: Store, *, check: bool) -> list[str]:
+    """Recompute every parent's descendant usage from the tasks' own usage (as folded);
+    the ids whose stored value differed. With ``check`` nothing is written.
+
+    One pass over the tasks that used a provider, each added to all its ancestors (each
+    ancestor read once), rather than a query per parent of every tree.
+    """
+    computed: dict[str, Usage] = {}
+    parent_of: dict[str, str | None] = {}
+    query = {"own_usage.calls": {"$gte": 1}}
+    async for doc in store.tasks.find(query, {"parent_task_id": 1, "own_usage": 1}):
+        own = _usage(doc.get("own_usage"))
+        parent_of[doc["_id"]] = doc.get("parent_task_id")
+        ancestor = doc.get("parent_task_id")
+        for _ in range(MAX_LEVELS):
+            if own is None or not ancestor:
+                break
+            if ancestor not in parent_of:
+                await _load_parents(store, ancestor, parent_of)
+            computed[ancestor] = combined(computed.get(ancestor), own) or own
+            ancestor = parent_of.get(ancestor)
+    stored: dict[str, Usage | None] = {}
+    holding = {"descendant_usage.calls": {"$gte": 1}}
+    async for doc in store.tasks.find(holding, {"descendant_usage": 1}):
+        stored[doc["_id"]] = _usage(doc.get("descendant_usage"))
+    differing = sorted(t for t in set(computed) | set(stored) if computed.get(t) != stored.get(t))
+    if not check:
+        for task_id in differing:
+            usage = computed.get(task_id)
             await store.documents.store_rebuilt_usage(
-                parent_id, usage.model_dump() if usage is not None else None
+                task_id, usage.model_dump() if usage is not None else None
             )
-        if doc.get("parent_task_id"):
-            pending.append(doc["parent_task_id"])
     return differing
 
 
-async def _descendants(
-    store: Store, parent_id: str, memo: dict[str, Usage | None], depth: int = 0
-) -> Usage | None:
-    """The usage of everything below ``parent_id``, from the children's own usage."""
-    if parent_id in memo:
-        return memo[parent_id]
-    fields = {"own_usage": 1, **STATE_FIELDS}
-    parts: list[Usage | None] = []
-    async for child in store.tasks.find({"parent_task_id": parent_id}, fields):
-        parts.append(_usage(child.get("own_usage")))
-        if ExecState.of(child).has_children and depth < MAX_LEVELS:
-            parts.append(await _descendants(store, child["_id"], memo, depth + 1))
-    memo[parent_id] = combined(*parts)
-    return memo[parent_id]
+async def _load_parents(store: Store, task_id: str, parent_of: dict[str, str | None]) -> None:
+    """``task_id``'s parent, and theirs, up to a task already known or a root."""
+    current: str | None = task_id
+    for _ in range(MAX_LEVELS):
+        if current is None or current in parent_of:
+            return
+        doc = await store.documents.get(current, {"parent_task_id": 1})
+        parent_of[current] = (doc or {}).get("parent_task_id")
+        current = parent_of[current]
