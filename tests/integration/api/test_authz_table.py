@@ -52,6 +52,9 @@ TABLE: dict[str, dict[str, str]] = {
     "POST batch to t1": {c: OK if c in ALLOWED else "403" for c in CALLERS},
     "GET task-types": {c: OK for c in CALLERS},
     "GET dead-letters": {c: OK if c == "admin" else "403" for c in CALLERS},
+    "GET usage": {c: OK for c in CALLERS},
+    "GET quota": {c: OK for c in CALLERS},
+    "GET providers": {c: OK if c == "admin" else "403" for c in CALLERS},
 }
 for row in TABLE.values():
     row["anonymous"] = "401"
@@ -129,6 +132,8 @@ async def attempt(api: RunningApi, route: str, headers: dict[str, str]) -> str:
             return outcome(await c.get("/v1/task-types"))
         if route == "GET dead-letters":
             return outcome(await c.get("/v1/dead-letters"))
+        if route in ("GET usage", "GET quota", "GET providers"):
+            return outcome(await c.get(f"/v1/{route.split()[1]}"))
     raise AssertionError(f"no such route in the table: {route}")
 
 
