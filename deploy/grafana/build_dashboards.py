@@ -213,9 +213,87 @@ def task_types_and_providers() -> Json:
     return dashboard("taskcore-task-types", "taskcore / Task types and providers", rows, variables)
 
 
+BY_TIER = 'tier=~"$tier"'
+SPEND = f"taskcore_llm_cost_total{{{BY_TIER}}}"
+
+
+def _spend_now() -> Row:
+    return Row("Spend now (amounts in TASKCORE_CURRENCY)", [
+        stat("Spent in the last 24 h", f"sum(increase({SPEND}[24h]))",
+             description="What answered provider calls cost, from the executors' counters."),
+        stat("Spent in the last hour", f"sum(increase({SPEND}[1h]))"),
+        stat("Spend rate now vs usual",
+             f"sum(rate({SPEND}[15m])) / clamp_min(sum(rate({SPEND}[1d] offset 15m))"
+             " or vector(0), 0.0000667)",
+             description="1 = as over the past day (at least 0.0000667/s); the "
+             "TaskcoreSpendRateSpike alert fires above 3."),
+        stat("Calls per second", f"sum(rate(taskcore_llm_calls_total{{{BY_TIER}}}[5m]))",
+             unit="reqps"),
+        stat("Budget refusals (1 h)", "sum(increase(taskcore_budget_refusals_total[1h]))",
+             description="Calls and submissions refused because a user's budget was used up."),
+        stat("Providers ready", "sum(min by (provider) (taskcore_provider_ready))",
+             description="With a key, not benched after a 401/403, not cooling down."),
+    ])  # fmt: skip
+
+
+def _spend() -> Row:
+    return Row("Spend ($tier)", [
+        rate_by("Spend per second by tier", "taskcore_llm_cost_total", "tier", BY_TIER),
+        rate_by("Spend per second by provider", "taskcore_llm_cost_total", "provider", BY_TIER),
+        rate_by("Calls by provider and tier", "taskcore_llm_calls_total", "provider, tier",
+                BY_TIER, unit="reqps"),
+        rate_by("Tokens by provider", "taskcore_provider_tokens_total", "provider, kind",
+                width=12),
+        Panel("Spend, hour by hour", (Query(
+            f"sum by (provider) (increase({SPEND}[1h]))", _legend("provider")),), width=12,
+            description="What each provider cost over the hour before each point."),
+    ])  # fmt: skip
+
+
+def _budgets() -> Row:
+    return Row("Budgets", [
+        rate_by("Refusals by budget", "taskcore_budget_refusals_total", "budget, stage",
+                unit="reqps", width=12,
+                description="stage=call: a provider call not made (the attempt dead-letters "
+                "with BudgetExceeded); stage=submission: a 429 budget_exceeded."),
+        rate_by("Refusals by tier", "taskcore_budget_refusals_total", "tier", unit="reqps",
+                width=12),
+    ])  # fmt: skip
+
+
+def _provider_health() -> Row:
+    return Row("Provider health", [
+        Panel("Ready (1) or not (0)", (Query(
+            "min by (provider) (taskcore_provider_ready)", _legend("provider")),),
+            description="0: no key, benched after refusing our key, or cooling down."),
+        Panel("Benched after 401/403", (Query(
+            "max by (provider) (taskcore_provider_benched)", _legend("provider")),)),
+        Panel("Concurrency: limit and in use", (
+            Query("max by (provider) (taskcore_provider_concurrency_limit)",
+                  "{{provider}} limit"),
+            Query("sum by (provider) (taskcore_provider_concurrency_in_use)",
+                  "{{provider}} in use"),
+        ), description="The limit halves after a 429 and recovers one slot at a time."),
+        rate_by("Fallbacks", "taskcore_provider_fallbacks_total", "from_provider, to_provider",
+                unit="reqps", width=12),
+        rate_by("Time waiting for rate limits", "taskcore_provider_rate_limit_wait_seconds_total",
+                "provider", width=12),
+    ])  # fmt: skip
+
+
+def spend() -> Json:
+    variables = [variable("tier", "Tier", "taskcore_llm_calls_total")]
+    rows = [_spend_now(), _spend(), _budgets(), _provider_health()]
+    return dashboard("taskcore-spend", "taskcore / LLM spend and providers", rows, variables)
+
+
 def render() -> dict[str, str]:
     """Each dashboard's file name and its JSON text."""
-    boards = {"overview.json": overview(), "task-types.json": task_types_and_providers()}
+    boards = {
+        "overview.json": overview(),
+        "task-types.json": task_types_and_providers(),
+        "spend.json": spend(),
+    }
     return {name: json.dumps(b, indent=2, ensure_ascii=False) + "\n" for name, b in boards.items()}
 
 

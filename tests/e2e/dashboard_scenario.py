@@ -202,6 +202,8 @@ class Scenario:
         self.tasks[api.submit("diag.fanout", {"count": 3})] = USER_KEY  # parent, children
         # alice is paid, whose providers are "upstream" (down) and then "offline".
         self.tasks |= {api.submit("generate_summary", {"text": _TEXT}): USER_KEY for _ in range(2)}
+        # bob's budget allows no call: refused, the task dead-letters (BudgetExceeded).
+        self.tasks[api.submit("generate_summary", {"text": _TEXT}, key=OTHER_KEY)] = OTHER_KEY
         api.reject()
         self._dead_letters()
         # A task running while an SSE client follows it, then cancelled mid-run.

@@ -21,7 +21,9 @@ One scenario per module (the ``observed`` fixture), then checks on what it recor
    TaskcoreServiceAbsent          the event-bridge job left with no target (reload)
    TaskcoreQueueWaitHigh,         thresholds of minutes or an hour: alerts_test.yml
    TaskcoreParentStuck,           (promtool test rules) shows when they fire; live, the
-   TaskcoreAggregatorLagging      quantity each compares must return data
+   TaskcoreAggregatorLagging,     quantity each compares must return data
+   TaskcoreSpendRateSpike,
+   TaskcoreProviderBenched
    =============================  =====================================================
 
    After recovery, ServiceDown, ServiceAbsent and QueueWithoutConsumers are quiet again.
@@ -29,7 +31,8 @@ One scenario per module (the ``observed`` fixture), then checks on what it recor
    flaky diag.fail), dead letters (non-retryable ones), malformed messages (the junk),
    duplicate deliveries (a task cancelled while queued), rejected submissions (an
    unknown type), cancellations (a running diag.sleep), SSE clients (a stream on it),
-   provider fallbacks (generate_summary whose first provider is down), outbox re-sends
+   provider fallbacks (generate_summary whose first provider is down), budget refusals
+   (a generate_summary by bob, whose budget allows no call), outbox re-sends
    (the stopped aggregator). Each panel expression must then return a finite value,
    with Grafana's variables at "All" and at one value of the variable that exists, and
    every metric it names must be scraped.
@@ -90,6 +93,8 @@ STACK_ENV = {
         },
         "tiers": {"paid": ["upstream", "offline"], "free": ["offline"]},
     }),
+    # bob's LLM calls are all refused (the budget panels), his other tasks are not.
+    "TASKCORE_BUDGETS": json.dumps({"users": {"bob": {"daily_tokens": 10}}}),
 }  # fmt: skip
 
 # Metrics that dashboards read but no service updates yet: their panels stay empty, and
@@ -105,7 +110,10 @@ INJECTED = (
     "TaskcoreQueueStalled", "TaskcoreBacklogGrowing", "TaskcoreOutboxResending",
     "TaskcoreDeadLettersRising", "TaskcoreMalformedMessages",
 )  # fmt: skip
-THRESHOLD_ONLY = ("TaskcoreQueueWaitHigh", "TaskcoreParentStuck", "TaskcoreAggregatorLagging")
+THRESHOLD_ONLY = (
+    "TaskcoreQueueWaitHigh", "TaskcoreParentStuck", "TaskcoreAggregatorLagging",
+    "TaskcoreSpendRateSpike", "TaskcoreProviderBenched",
+)  # fmt: skip
 # Values of the dashboards' variables the workload is sure to produce.
 EXPECTED_VALUES = {"task_type": {"diag.noop", "diag.fail", "generate_summary"},
                    "provider": {"offline", "upstream"}}  # fmt: skip

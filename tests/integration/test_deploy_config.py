@@ -155,6 +155,11 @@ def test_the_dashboards_cover_what_operators_look_at_first() -> None:
         "taskcore_provider_concurrency_in_use",
         "rabbitmq_queue_messages_ready",
         "rabbitmq_queue_consumers",
+        "taskcore_llm_cost_total",
+        "taskcore_budget_refusals_total",
+        "taskcore_provider_ready",
+        "taskcore_provider_benched",
+        "taskcore_provider_concurrency_limit",
     ):
         assert needed in used, needed
 
@@ -180,7 +185,7 @@ def test_dashboards_have_unique_ids_and_the_provisioned_datasource() -> None:
     )
     uid = datasources["datasources"][0]["uid"]
     boards = _load_dashboards()
-    assert set(boards) == {"overview.json", "task-types.json"}
+    assert set(boards) == {"overview.json", "task-types.json", "spend.json"}
     assert len({b["uid"] for b in boards.values()}) == len(boards)
     for name, board in boards.items():
         ids = [p["id"] for p in board["panels"]]
