@@ -48,6 +48,11 @@ def every_kind_of_event() -> list[CommittedEvent]:
     lives.append(failing)
     cancelled = scenario.new_task(rng)
     cancelled.claim(1, progress=1)
+    cancelled.add(EventType.USAGE_RECORDED, {
+        "provider": "offline", "model": "m", "prompt_tokens": 3, "completion_tokens": 1,
+        "cost_nanos": 0, "currency": "USD", "user_id": "alice", "task_type": "diag.noop",
+        "tier": "paid",
+    })  # fmt: skip
     cancelled.add(EventType.CANCEL_REQUESTED, {"reason": "user"})
     cancelled.add(EventType.CANCELLED, {"reason": "user"})
     lives.append(cancelled)
