@@ -18,7 +18,7 @@ from taskcore.service import open_store, port_for
 from taskcore.settings import Settings
 
 from taskcore_executor.consumer import Executor
-from taskcore_executor.tasktypes.llm import close_task_types
+from taskcore_executor.tasktypes.llm import close_task_types, start_task_types
 
 # A CPU-bound task on a worker thread holds the GIL, and each socket operation of the
 # event loop then waits up to the interpreter's switch interval (5 ms) to get it back:
@@ -68,6 +68,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             asyncio.create_task(relay.run_forever(), name="outbox-relay"),
         ]
         await executor.start()
+        start_task_types(registry.all())  # provider health, reported for GET /v1/providers
         await stop.wait()
         # Stop taking work, let running tasks finish (the heartbeat keeps their leases),
         # hand back the rest, and only then stop the heartbeat and the relay.

@@ -89,6 +89,11 @@ class ProviderRouter:
         self._owned_store = owned_store
         self._closed = False
 
+    def start(self) -> None:
+        """Begin sharing the providers' health (idempotent; the first call does it too)."""
+        if self.health is not None:
+            self.health.start()
+
     def chain(self, tier: str) -> list[str]:
         return self.tiers.get(tier) or self.tiers[self.default_tier]
 
@@ -99,7 +104,7 @@ class ProviderRouter:
         meters each call (None: budgets and usage are not tracked)."""
         chain, skipped = self.chain(tier), dict[str, str]()
         if self.health is not None:
-            self.health.start()
+            self.start()
             chain, skipped = await self.health.callable(chain)
         if not chain:
             raise _none_callable(tier, skipped)

@@ -385,6 +385,15 @@ def registry_task_types(settings: Settings) -> list[TaskType[Any, Any]]:
 TASK_TYPES = registry_task_types
 
 
+def start_task_types(types: Iterable[object]) -> None:
+    """Start the routers of any LLM types in ``types`` sharing their providers' health, so
+    operators see every provider (a missing key, say) before the first call."""
+    for task_type in types:
+        router = getattr(task_type, "router", None)
+        if isinstance(router, ProviderRouter):
+            router.start()  # idempotent, so a router shared by several types is fine
+
+
 async def close_task_types(types: Iterable[object]) -> None:
     """Close the routers (HTTP clients, the limiter's store) of any LLM types in ``types``."""
     for task_type in types:
