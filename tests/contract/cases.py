@@ -150,6 +150,10 @@ OPERATIONS: list[Case] = [
         ),
     ),
     Case(
+        "add to outbox",
+        lambda: ops.add_to_outbox(TASK, entry(8, EventType.STEP_FAILED), now_ms=NOW),
+    ),
+    Case(
         "discard d1",
         lambda: ops.mark_discarded(TASK, 1, "r-1", entry(8, EventType.DISCARDED), now_ms=NOW),
     ),

@@ -55,6 +55,7 @@ APPLIES: dict[str, set[str]] = {
     "close parent": set(STATES) - {"settled_parent"},
     "reopen d1": {"completed", "dead", "awaiting_children"},
     "discard d1": set(STATES),
+    "add to outbox": set(STATES),
     "claim stale outbox": {"with_outbox"},
     "forget drained": {"with_outbox"},
     "mark for recount": set(STATES),

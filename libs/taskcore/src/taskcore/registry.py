@@ -47,6 +47,11 @@ class TaskTypeRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._types
 
+    def submittable(self, name: str) -> bool:
+        """Whether clients may submit tasks of this type (see ``TaskType.submittable``)."""
+        task_type = self._types.get(name)
+        return task_type is not None and task_type.submittable
+
     def names(self) -> list[str]:
         return sorted(self._types)
 

@@ -28,8 +28,6 @@ from taskcore.outbox import deliver_or_defer
 from taskcore.taskdoc import ExecState, operations
 from taskcore.tracing import current_traceparent
 
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f6d55-3f3a-4c8e-9f51-2d1c2a7e0b61")
-
 
 @dataclass(frozen=True)
 class NewTask:
@@ -48,11 +46,8 @@ class NewTask:
     traceparent: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     team_id: str | None = None
-
-
-def idempotent_task_id(scope: str, key: str) -> str:
-    """The same (scope, key) always names the same task, so the insert itself dedupes."""
-    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{scope}\x00{key}").hex
+    # Derived projection fields to insert with it (a workflow's first ``workflow`` view).
+    derived: dict[str, Any] = field(default_factory=dict)
 
 
 def request_hash(body: Any) -> str:
@@ -94,7 +89,7 @@ def new_task_document(new: NewTask, now: datetime) -> tuple[Doc, OutboxEntry]:
     assert task is not None
     # The projection is written here as the fold of the submitted event, so folding that
     # event later changes nothing (the aggregator then has nothing to write for it).
-    projection = task_to_doc(task)
+    projection = {**task_to_doc(task), **new.derived}
     dispatch = Dispatch(
         message=TaskMessage(
             task_id=new.task_id,

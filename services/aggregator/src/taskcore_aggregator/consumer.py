@@ -29,6 +29,7 @@ from taskcore.messages.topology import (
     INTERNAL_EVENTS_EXCHANGE,
 )
 from taskcore.poison import dead_letter_poison
+from taskcore.registry import load_registry
 from taskcore.settings import Settings
 
 from taskcore_aggregator.config import AggregatorSettings
@@ -37,6 +38,7 @@ from taskcore_aggregator.projector import Projector
 from taskcore_aggregator.recounts import ParentRefresher
 from taskcore_aggregator.retention import Retention
 from taskcore_aggregator.watchdog import Watchdog
+from taskcore_aggregator.workflow_runtime import WorkflowRuntime
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +66,20 @@ class Aggregator:
             known_capacity=config.fold_cache_size,
             clear_after_s=config.outbox_clear_delay_seconds,
         )
+        # The task types, for checking a workflow step's parameters once resolved.
+        self.workflows = WorkflowRuntime(store, publisher, load_registry(settings))
         self.parents = ParentRefresher(
-            store, publisher, min_interval_s=config.parent_recount_interval_seconds
+            store,
+            publisher,
+            min_interval_s=config.parent_recount_interval_seconds,
+            workflows=self.workflows,
         )
         self.watchdog = Watchdog(
             store,
             publisher,
             interval_s=config.watchdog_interval_seconds,
             stale_s=config.watchdog_stale_seconds,
+            workflows=self.workflows,
         )
         self._buffer: list[Delivery] = []
         self._buffered_events = 0

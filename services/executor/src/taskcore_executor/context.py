@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import EventEmitter, Publisher
 from taskcore.domain.events import EventType, TaskEvent
+from taskcore.domain.ids import idempotent_task_id
 from taskcore.messages.envelope import TaskMessage
 from taskcore.plugin import NonRetryableError, SubtaskSpec, TaskCancelled
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
-from taskcore.submission import NewTask, idempotent_task_id, submit_tasks
+from taskcore.submission import NewTask, submit_tasks
 from taskcore.taskdoc import SEQUENCE_BLOCK
 
 from taskcore_executor.outcomes import Sequencer

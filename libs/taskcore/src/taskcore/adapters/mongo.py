@@ -35,7 +35,7 @@ PROJECTION_FIELDS: tuple[str, ...] = tuple(f for f in Task.model_fields if f != 
 # ``created_at`` never changes after the insert, and re-setting it would turn it into a
 # string on the stand-in (see EPOCH_MS), breaking created-time filters.
 FOLD_FIELDS: tuple[str, ...] = tuple(
-    f for f in PROJECTION_FIELDS if f not in ("subtasks", "created_at")
+    f for f in PROJECTION_FIELDS if f not in ("subtasks", "workflow", "created_at")
 )
 
 # Times that queries compare (leases, outbox ages) are kept as epoch milliseconds: the

@@ -147,7 +147,8 @@ def _replayed(state: Task, event: TaskEvent) -> dict[str, Any]:
     return changes
 
 
-def _discarded(state: Task, event: TaskEvent) -> dict[str, Any]:
+def _no_change(state: Task, event: TaskEvent) -> dict[str, Any]:
+    """A fact kept in the log that the task's own fields do not show."""
     return {}
 
 
@@ -163,7 +164,8 @@ _APPLY: dict[EventType, Any] = {
     EventType.DEAD_LETTERED: _finished(TaskStatus.DEAD_LETTER),
     EventType.CANCEL_REQUESTED: _cancel_requested,
     EventType.REPLAYED: _replayed,
-    EventType.DISCARDED: _discarded,
+    EventType.DISCARDED: _no_change,
+    EventType.STEP_FAILED: _no_change,  # a workflow's state reads it from the log
 }
 
 

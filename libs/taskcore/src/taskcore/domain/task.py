@@ -79,5 +79,8 @@ class Task(BaseModel):
     cancel_requested: bool = False
     dead_letter_id: str | None = None
     subtasks: SubtaskCounts = Field(default_factory=SubtaskCounts)
+    # A workflow's steps as they stand: derived from its task tree by the workflow
+    # runtime (like ``subtasks``), not folded from its own log.
+    workflow: dict[str, Any] | None = None
     # The highest event sequence folded into this state.
     version: int = 0

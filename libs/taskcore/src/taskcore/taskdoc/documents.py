@@ -313,6 +313,9 @@ class TaskDocuments:
         )
         return await self.apply(op)
 
+    async def add_to_outbox(self, task_id: str, entry: OutboxEntry) -> bool:
+        return await self.apply(ops.add_to_outbox(task_id, entry, now_ms=self.clock()))
+
     async def mark_discarded(
         self, task_id: str, dispatch: int, record_id: str, entry: OutboxEntry
     ) -> bool:

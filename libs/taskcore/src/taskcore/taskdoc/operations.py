@@ -422,6 +422,12 @@ def reopen_for_replay(
     )
 
 
+def add_to_outbox(task_id: str, entry: OutboxEntry, *, now_ms: int) -> Op:
+    """Record an event of the task through its outbox, unconditionally (its sequence was
+    reserved; the fold logs it once)."""
+    return Op({"_id": task_id}, _with_outbox({}, [entry], now_ms))
+
+
 def mark_discarded(
     task_id: str, dispatch: int, record_id: str, entry: OutboxEntry, *, now_ms: int
 ) -> Op:
