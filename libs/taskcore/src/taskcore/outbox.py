@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from taskcore import metrics
 from taskcore.adapters.mongo import Doc, Store, now_ms
-from taskcore.adapters.rabbit import Publisher, dumps, message
+from taskcore.adapters.rabbit import MessageReturned, Publisher, dumps, message
 from taskcore.domain.events import TaskEvent
 from taskcore.messages import envelope as env
 from taskcore.messages.envelope import TaskMessage
@@ -162,7 +162,12 @@ class OutboxRelay:
             if not entries or not await self._claim(doc["_id"], doc["outbox_at_ms"], now):
                 continue
             entries.sort(key=lambda e: e.event.sequence)
-            await deliver(self._publisher, entries)
+            try:
+                await deliver(self._publisher, entries)
+            except MessageReturned:
+                # Logged and counted by the publisher. The entry stays for the next period;
+                # one unroutable task must not hold back the other documents of the sweep.
+                continue
             sent += len(entries)
         if sent:
             metrics.OUTBOX_REPUBLISHED.inc(sent)

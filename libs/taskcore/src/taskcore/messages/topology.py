@@ -48,6 +48,19 @@ def retry_routing_key(delay_tier_s: int, tier: Tier) -> str:
     return f"{delay_tier_s}s.{tier}"
 
 
+def unroutable_is_normal(exchange: str, routing_key: str) -> bool:
+    """Whether a publish that reaches no queue is normal, not an error.
+
+    Every publish is mandatory. Queues on the external events exchange belong to
+    subscribers, and there may be none; a cancel signal reaches the executors running now,
+    and there may be none (a task claimed later sees ``cancel_requested`` in the store).
+    Everywhere else a message that reaches no queue would be lost.
+    """
+    return exchange == EXTERNAL_EVENTS_EXCHANGE or (
+        exchange == INTERNAL_EVENTS_EXCHANGE and routing_key == CANCEL_ROUTING_KEY
+    )
+
+
 _DEAD_LETTER_ARGS: dict[str, Any] = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
 
 
