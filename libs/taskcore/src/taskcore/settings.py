@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     )
     port: int | None = Field(default=None, validation_alias=AliasChoices("PORT", "TASKCORE_PORT"))
     host: str = "127.0.0.1"
+    # classic, or quorum for replicated queues (see taskcore.messages.topology and
+    # deploy/README.md); the same for every service of a deployment.
+    queue_type: Literal["classic", "quorum"] = "classic"
 
     # Executor
     node_id: str | None = None
@@ -63,6 +66,10 @@ class Settings(BaseSettings):
     quota_paid_per_day: int | None = Field(default=None, ge=0)
     # API: seconds between keep-alive comments on Server-Sent Events streams.
     sse_ping_seconds: float = Field(default=15.0, gt=0)
+
+    # Every consumer: a message with a larger body is dead-lettered (reason too_large)
+    # before it is parsed.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
     # Aggregator
     fold_batch_size: int = 500

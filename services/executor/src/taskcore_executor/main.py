@@ -39,7 +39,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     server: uvicorn.Server | None = None
     switch_interval = sys.getswitchinterval()
     try:
-        await declare_topology(await connection.channel())
+        await declare_topology(await connection.channel(), settings.queue_type)
         publisher = await Publisher.open(connection)
         emitter = EventEmitter(publisher)
         emitter.start()
