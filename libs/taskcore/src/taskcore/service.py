@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 
 from taskcore.adapters.mongo import Store, connect_mongo
 from taskcore.adapters.rabbit import BrokerUnavailable
+from taskcore.messages.topology import TopologyMismatch, TopologyMissing
 from taskcore.observability import configure_logging
 from taskcore.settings import DEFAULT_PORTS, Settings
 from taskcore.tracing import setup_tracing
@@ -60,7 +61,7 @@ def run_service(service: str, body: ServiceBody, settings: Settings | None = Non
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_main(service, body, settings))
-    except (BrokerUnavailable, StoreUnavailable) as exc:
+    except (BrokerUnavailable, StoreUnavailable, TopologyMismatch, TopologyMissing) as exc:
         print(f"taskcore {service}: {exc}", file=sys.stderr)
         return 2
     return 0

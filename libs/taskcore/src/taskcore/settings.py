@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # classic, or quorum for replicated queues (see taskcore.messages.topology and
     # deploy/README.md); the same for every service of a deployment.
     queue_type: Literal["classic", "quorum"] = "classic"
+    # false: only check that the topology exists (it was declared by `taskcore topology`),
+    # so the services' broker users need no configure rights (deploy/README.md).
+    declare_topology: bool = True
 
     # Executor
     node_id: str | None = None

@@ -29,7 +29,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     store = await open_store(settings)
     try:
         channel = await connection.channel()
-        await declare_topology(channel, settings.queue_type)
+        await declare_topology(channel, settings.queue_type, declare=settings.declare_topology)
         await ensure_quota_indexes(store)
         publisher = await Publisher.open(connection)
         live = LiveEvents()

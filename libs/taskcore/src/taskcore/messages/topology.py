@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
-from aiormq.exceptions import ChannelPreconditionFailed
+from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
 from taskcore.domain.retry_policy import DELAY_TIERS_S, delay_queue_name
 from taskcore.domain.task import Tier
@@ -117,8 +117,43 @@ def queue_arguments(
     return arguments
 
 
-async def declare_topology(channel: AbstractChannel, queue_type: QueueType = "classic") -> None:
-    """Declare the whole topology idempotently (see the module's notes on queue types)."""
+class TopologyMissing(RuntimeError):
+    """A service that does not declare the topology found part of it missing."""
+
+
+EXCHANGES = (
+    TASKS_EXCHANGE,
+    RETRY_EXCHANGE,
+    DEAD_LETTER_EXCHANGE,
+    INTERNAL_EVENTS_EXCHANGE,
+    EXTERNAL_EVENTS_EXCHANGE,
+)
+
+
+def queue_names() -> list[str]:
+    """Every durable queue of the topology."""
+    return [
+        DEAD_LETTER_QUEUE,
+        *(task_queue_name(tier) for tier in TIERS),
+        *(delay_queue_name(s) for s in DELAY_TIERS_S),
+        AGGREGATOR_QUEUE,
+        BRIDGE_QUEUE,
+    ]
+
+
+async def declare_topology(
+    channel: AbstractChannel, queue_type: QueueType = "classic", *, declare: bool = True
+) -> None:
+    """Declare the whole topology idempotently (see the module's notes on queue types).
+
+    ``declare=False`` (``TASKCORE_DECLARE_TOPOLOGY=false``) only checks that every exchange
+    and queue exists, with passive declarations, which need no permission: the broker
+    users of the services then need no configure rights on shared names, and the topology
+    is declared once per release by ``taskcore topology`` (deploy/README.md).
+    """
+    if not declare:
+        await _verify(channel)
+        return
     try:
         await _declare(channel, queue_type)
     except ChannelPreconditionFailed as exc:
@@ -126,6 +161,22 @@ async def declare_topology(channel: AbstractChannel, queue_type: QueueType = "cl
             f"RabbitMQ refused the {queue_type} topology ({exc}); every service must run with "
             "the same TASKCORE_QUEUE_TYPE, and switching an existing deployment needs its "
             "queues drained and deleted first (see deploy/README.md)."
+        ) from exc
+
+
+async def _verify(channel: AbstractChannel) -> None:
+    kind, name = "exchange", ""
+    try:
+        for name in EXCHANGES:
+            await channel.declare_exchange(name, passive=True)
+        kind = "queue"
+        for name in queue_names():
+            await channel.declare_queue(name, passive=True)
+    except ChannelNotFoundEntity as exc:
+        raise TopologyMissing(
+            f"RabbitMQ has no {kind} {name!r}: declare the topology first (`taskcore topology`, "
+            "as a broker user allowed to configure it), or let the services declare it "
+            "(TASKCORE_DECLARE_TOPOLOGY=true)."
         ) from exc
 
 
