@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from taskcore.adapters.mongo import Doc, Store
 from taskcore.adapters.rabbit import Publisher, connect_broker
 from taskcore.adapters.rabbit import message as amqp_message
-from taskcore.messages.envelope import CommittedBatch, TaskMessage
+from taskcore.messages.envelope import CommittedBatch, Dispatch, TaskMessage
 from taskcore.messages.topology import (
     COMMITTED_ROUTING_KEY,
     INTERNAL_EVENTS_EXCHANGE,
     TASKS_EXCHANGE,
     dispatch_routing_key,
 )
-from taskcore.outbox import Dispatch
+from taskcore.outbox import amqp_message as dispatch_message
 from taskcore_aggregator.projection import event_from_doc, fold_from
 
 from tests.faults.harness import FaultRun
@@ -80,7 +80,7 @@ async def duplicate_everything(run: FaultRun) -> Duplicated:
     async with publisher_for(run) as publisher:
         async for doc in run.store.tasks.find({}):
             for d in dispatches_of(doc):
-                await publisher.publish(d.exchange, d.key(), d.amqp_message())
+                await publisher.publish(d.exchange, d.key(), dispatch_message(d))
                 done.dispatches += 1
         for docs in logs.values():
             events = [event_from_doc(e) for e in docs]
@@ -110,7 +110,7 @@ def poisons() -> list[Poison]:
     """One unreadable message for each consumer of the pipeline."""
     run = uuid.uuid4().hex[:8]
     task_body = TaskMessage(task_id=f"ghost{run}", task_type="diag.noop", user_id="alice")
-    ghost = Dispatch(message=task_body).amqp_message()  # well formed, for no stored task
+    ghost = dispatch_message(Dispatch(message=task_body))  # well formed, for no stored task
     ghost_headers = {k: v for k, v in ghost.headers.items() if isinstance(v, str | int)}
     return [
         Poison(

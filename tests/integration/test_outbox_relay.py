@@ -42,7 +42,7 @@ async def dispatched(connection: AbstractRobustConnection) -> list[str]:
 
 
 def relay(store: Store, publisher: Publisher) -> OutboxRelay:
-    return OutboxRelay(store, publisher, after_s=AFTER_S, interval_s=1.0)
+    return OutboxRelay(store.documents, publisher, after_s=AFTER_S, interval_s=1.0)
 
 
 async def test_racing_relays_send_a_stale_entry_once(

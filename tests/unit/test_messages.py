@@ -12,9 +12,16 @@ from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 from taskcore.domain.events import EventType
 from taskcore.messages.cloudevents import from_amqp_body, to_amqp_body, to_cloudevent
-from taskcore.messages.envelope import CommittedEvent, EventBatch, TaskMessage
-from taskcore.outbox import Dispatch, OutboxEntry, outbox_cleared, outbox_fields, outbox_map
+from taskcore.messages.envelope import (
+    CommittedEvent,
+    Dispatch,
+    EventBatch,
+    OutboxEntry,
+    TaskMessage,
+)
+from taskcore.outbox import amqp_message
 from taskcore.settings import ApiKey, Settings
+from taskcore.taskdoc.operations import new_document, outbox_cleared, outbox_fields
 
 from .streams import TASK_ID, at, error_data, event, submitted
 
@@ -139,7 +146,7 @@ def _now_ms() -> int:
 def test_outbox_fields_set_one_dotted_field_per_event_and_the_outbox_time() -> None:
     before = _now_ms()
 
-    fields = outbox_fields(_entries())
+    fields = outbox_fields(_entries(), _now_ms())
 
     assert set(fields) == {f"outbox.{TASK_ID}:1", f"outbox.{TASK_ID}:2", "outbox_at_ms"}
     assert before <= fields["outbox_at_ms"] <= _now_ms()
@@ -147,20 +154,20 @@ def test_outbox_fields_set_one_dotted_field_per_event_and_the_outbox_time() -> N
     assert fields[f"outbox.{TASK_ID}:2"]["dispatch"] is None
 
 
-def test_outbox_map_is_the_outbox_of_a_new_document() -> None:
-    before = _now_ms()
+def test_a_new_document_holds_its_entries_in_its_outbox() -> None:
+    now = _now_ms()
 
-    doc = outbox_map(_entries())
+    doc = new_document({"_id": TASK_ID}, _entries(), request_hash=None, now_ms=now)
 
-    assert set(doc) == {"outbox", "outbox_at_ms"}
     assert set(doc["outbox"]) == {f"{TASK_ID}:1", f"{TASK_ID}:2"}
-    assert before <= doc["outbox_at_ms"] <= _now_ms()
+    assert doc["outbox_at_ms"] == now
+    assert doc["seq"] == 2, "sequences continue after the last one its entries use"
 
 
 def test_a_stored_outbox_entry_reads_back_as_the_same_entry() -> None:
     # The relay re-publishes what it reads from the document, so nothing may be lost.
     for entry in _entries():
-        stored = outbox_map([entry])["outbox"][entry.event.event_id]
+        stored = outbox_fields([entry], 0)[f"outbox.{entry.event.event_id}"]
 
         assert OutboxEntry.model_validate(stored) == entry
         assert json.loads(json.dumps(stored)) == stored, "entries are plain JSON values"
@@ -174,7 +181,7 @@ def test_outbox_cleared_unsets_the_folded_events_entries() -> None:
 
 
 def test_a_dispatch_message_carries_the_task_headers_and_is_persistent() -> None:
-    message = Dispatch(message=TASK_MESSAGE, traceparent="00-abc-def-01").amqp_message()
+    message = amqp_message(Dispatch(message=TASK_MESSAGE, traceparent="00-abc-def-01"))
 
     assert message.headers["x-task-id"] == TASK_ID
     assert message.headers["x-task-type"] == "diag.sleep"
@@ -190,7 +197,7 @@ def test_a_dispatch_message_carries_the_task_headers_and_is_persistent() -> None
 
 
 def test_a_dispatch_without_a_trace_has_no_traceparent_header() -> None:
-    message = Dispatch(message=TASK_MESSAGE).amqp_message()
+    message = amqp_message(Dispatch(message=TASK_MESSAGE))
 
     assert "traceparent" not in message.headers
 

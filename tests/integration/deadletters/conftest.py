@@ -20,11 +20,11 @@ from taskcore.plugin import NonRetryableError
 from taskcore.registry import TaskTypeRegistry, load_registry
 from taskcore.settings import Settings
 from taskcore.submission import NewTask, submit_tasks
+from taskcore.taskdoc import Ending, Finish
 from taskcore.testing import wait_for_async
 from taskcore_api.deadletters.actions import DeadLetterActions
 from taskcore_api.deadletters.settings import DeadLetterSettings
 from taskcore_api.deadletters.worker import DeadLetterWorker
-from taskcore_executor import claims
 from taskcore_executor.outcomes import Dead, DeadReason, ErrorInfo, Sequencer, outcome_entries
 
 NODE = "test-node"
@@ -130,14 +130,15 @@ async def submit(
 async def kill_attempt(store: Store, publisher: Publisher, msg: TaskMessage) -> DeadTask:
     """Run ``msg``'s dispatch to a non-retryable death with the executor's own claim,
     outcome and finish code, publishing the dead letter as the executor does."""
-    claim = await claims.claim(store, msg.task_id, msg.dispatch, NODE, 30.0)
+    claim = await store.documents.claim(msg.task_id, msg.dispatch, NODE, 30.0)
     try:
         raise NonRetryableError(f"boom at dispatch {msg.dispatch}")
     except NonRetryableError as exc:
         outcome = Dead(DeadReason.NON_RETRYABLE, ErrorInfo.of(exc, False))
     seq = Sequencer(msg.task_id, claim.first_sequence, claim.last_sequence)
     entries = outcome_entries(outcome, msg, seq, None)
-    assert await claims.finish(store, claim, NODE, entries, {"exec.open": False})
+    [finished] = await store.documents.finish_many(NODE, [Finish(claim, Ending.DONE, entries)])
+    assert finished
     await deliver(publisher, entries)
     return DeadTask(msg.task_id, msg)
 

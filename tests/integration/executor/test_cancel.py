@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from taskcore.adapters.mongo import now_ms
-from taskcore_executor.cancelling import CancelResult, cancel_task
+from taskcore.cancellation import Canceller, CancelResult
 
 from tests.integration.executor.harness import System
 
@@ -15,7 +15,9 @@ async def test_a_cancelled_queued_task_never_runs(system: System) -> None:
     await system.start_aggregator()
     # Given a queued task (no executor running yet), cancelled
     task_id = await system.submit("diag.noop")
-    result = await cancel_task(system.store, system.publisher, task_id, "user asked")
+    result = await Canceller(system.store, system.publisher).cancel(
+        task_id, {"reason": "user asked"}
+    )
     assert result is CancelResult.CANCELLED
     # when an executor starts and receives its message
     await system.start_executor()
@@ -39,7 +41,9 @@ async def test_a_running_task_is_cancelled_within_two_seconds_by_the_signal(
     await system.wait_status(task_id, "RUNNING")
 
     asked = datetime.now(UTC)
-    result = await cancel_task(system.store, system.publisher, task_id, "user asked")
+    result = await Canceller(system.store, system.publisher).cancel(
+        task_id, {"reason": "user asked"}
+    )
     assert result is CancelResult.SIGNALLED
     task = await system.wait_status(task_id, "CANCELLED", within_s=10)
     # the executor recorded the cancel within two seconds (its own timestamp, so the
@@ -94,7 +98,7 @@ async def test_a_cancelled_cpu_bound_task_stops_at_its_next_checkpoint(system: S
     # A spinning thread shares the process with the in-process aggregator: on a loaded
     # machine its fold of task.started can take a while, so the wait is generous.
     await system.wait_status(task_id, "RUNNING", within_s=60)
-    assert await cancel_task(system.store, system.publisher, task_id, "stop") is (
+    assert await Canceller(system.store, system.publisher).cancel(task_id, {"reason": "stop"}) is (
         CancelResult.SIGNALLED
     )
     await system.wait_status(task_id, "CANCELLED", within_s=5)
@@ -127,9 +131,9 @@ async def test_a_parent_cancelled_while_running_cancels_its_children_and_waits_f
         return found if len(found) == 4 else []
 
     kids = await wait_for_async(four_children, timeout=10, message="children created")
-    assert await cancel_task(system.store, system.publisher, parent, "stop it all") is (
-        CancelResult.SIGNALLED
-    )
+    assert await Canceller(system.store, system.publisher).cancel(
+        parent, {"reason": "stop it all"}
+    ) is (CancelResult.SIGNALLED)
     for child in kids:
         await system.wait_status(child, "CANCELLED", within_s=10)
     final = await system.wait_status(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from taskcore.adapters.mongo import now_ms
-from taskcore.messages.envelope import TaskMessage
-from taskcore.outbox import Dispatch
+from taskcore.messages.envelope import Dispatch, TaskMessage
+from taskcore.outbox import amqp_message
 from taskcore.testing import wait_for_async
 
 from tests.integration.executor.harness import System
@@ -24,7 +24,7 @@ async def _redeliver(system: System, task_id: str, dispatch: int = 1) -> None:
         dispatch=dispatch,
     )
     d = Dispatch(message=msg)
-    await system.publisher.publish(d.exchange, d.key(), d.amqp_message())
+    await system.publisher.publish(d.exchange, d.key(), amqp_message(d))
 
 
 async def _queue_empty(system: System, name: str = "tasks.paid.queue") -> bool:

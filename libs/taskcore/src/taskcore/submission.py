@@ -16,15 +16,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo.errors import BulkWriteError
-
-from taskcore.adapters.mongo import EPOCH_MS, Doc, Store, doc_to_task, task_to_doc
+from taskcore.adapters.mongo import Doc, Store, doc_to_task, task_to_doc
 from taskcore.adapters.rabbit import Publisher
+from taskcore.domain.clock import to_ms
 from taskcore.domain.events import EventType, TaskEvent, event_id_for
 from taskcore.domain.evolve import evolve
 from taskcore.domain.task import Task, Tier
-from taskcore.messages.envelope import TaskMessage
-from taskcore.outbox import Dispatch, OutboxEntry, deliver_or_defer, outbox_map
+from taskcore.messages.envelope import Dispatch, OutboxEntry, TaskMessage
+from taskcore.outbox import deliver_or_defer
+from taskcore.taskdoc import ExecState, operations
 from taskcore.tracing import current_traceparent
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f6d55-3f3a-4c8e-9f51-2d1c2a7e0b61")
@@ -89,7 +89,7 @@ def new_task_document(new: NewTask, now: datetime) -> tuple[Doc, OutboxEntry]:
     assert task is not None
     # version 0: the projection is pre-written here, and the aggregator's fold of the
     # submitted event (sequence 1) reconciles it with the log.
-    doc = task_to_doc(task.model_copy(update={"version": 0}))
+    projection = task_to_doc(task.model_copy(update={"version": 0}))
     dispatch = Dispatch(
         message=TaskMessage(
             task_id=new.task_id,
@@ -103,21 +103,8 @@ def new_task_document(new: NewTask, now: datetime) -> tuple[Doc, OutboxEntry]:
         traceparent=new.traceparent,
     )
     entry = OutboxEntry(event=event, dispatch=dispatch)
-    doc.update(
-        seq=1,
-        exec={
-            "open": True,  # a dispatch is outstanding
-            "dispatch_no": 1,
-            "done_no": -1,
-            "claim_no": 0,
-            "attempts": 0,
-            "claimed_by": None,
-            "lease_until": EPOCH_MS,
-        },
-        cancel_requested=False,
-        children_settled=False,
-        request_hash=new.request_hash,
-        **outbox_map([entry]),
+    doc = operations.new_document(
+        projection, [entry], request_hash=new.request_hash, now_ms=to_ms(now)
     )
     return doc, entry
 
@@ -139,36 +126,16 @@ async def submit_tasks(store: Store, publisher: Publisher, batch: list[NewTask])
     if trace:
         batch = [new if new.traceparent else replace(new, traceparent=trace) for new in batch]
     prepared = [new_task_document(new, now) for new in batch]
-    duplicate_ids = await _insert(store, [doc for doc, _ in prepared])
+    duplicate_ids = await store.documents.insert_new([doc for doc, _ in prepared])
     created = [entry for (doc, entry) in prepared if doc["_id"] not in duplicate_ids]
     await deliver_or_defer(publisher, created)
-    existing = await _existing(store, duplicate_ids)
+    existing = await store.documents.get_many(list(duplicate_ids))
     results = []
     for new, (doc, _) in zip(batch, prepared, strict=True):
         if doc["_id"] in duplicate_ids:
             old = existing[doc["_id"]]
-            conflict = old.get("request_hash") != new.request_hash
+            conflict = ExecState.of(old).request_hash != new.request_hash
             results.append(Submitted(doc_to_task(old), created=False, conflict=conflict))
         else:
             results.append(Submitted(doc_to_task(doc), created=True))
     return results
-
-
-async def _insert(store: Store, docs: list[Doc]) -> set[str]:
-    """Insert, returning the ids that already existed."""
-    try:
-        await store.tasks.insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        dupes = set()
-        for err in exc.details.get("writeErrors", []):
-            if err.get("code") != 11000:
-                raise
-            dupes.add(docs[err["index"]]["_id"])
-        return dupes
-    return set()
-
-
-async def _existing(store: Store, ids: set[str]) -> dict[str, Doc]:
-    if not ids:
-        return {}
-    return {d["_id"]: d async for d in store.tasks.find({"_id": {"$in": list(ids)}})}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from pymongo import ASCENDING
-from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import Publisher, broker_readiness, connect_broker
 from taskcore.messages.topology import declare_topology
 from taskcore.observability import health_app, http_server
@@ -17,11 +15,6 @@ from taskcore_aggregator.config import AggregatorSettings
 from taskcore_aggregator.consumer import Aggregator
 
 
-async def ensure_aggregator_indexes(store: Store) -> None:
-    # The watchdog looks for stale recount stamps; only parents ever carry one.
-    await store.tasks.create_index([("subtasks_marked_ms", ASCENDING)])
-
-
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     config = AggregatorSettings()
     connection = await connect_broker(settings.rabbitmq_url, name="taskcore-aggregator")
@@ -30,7 +23,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await declare_topology(
             await connection.channel(), settings.queue_type, declare=settings.declare_topology
         )
-        await ensure_aggregator_indexes(store)
         publisher = await Publisher.open(connection)
         aggregator = Aggregator(settings, config, store, connection, publisher)
 

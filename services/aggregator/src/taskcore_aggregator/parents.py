@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ReturnDocument
-from taskcore.adapters.mongo import Doc, Store, now_ms
+from taskcore.adapters.mongo import Doc, Store
 from taskcore.adapters.rabbit import Publisher
-from taskcore.domain.events import EventType, TaskEvent, event_id_for
+from taskcore.domain.events import EventType, TaskEvent
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import SubtaskCounts, Task
-from taskcore.outbox import OutboxEntry, deliver_or_defer, outbox_fields
+from taskcore.messages.envelope import OutboxEntry
+from taskcore.outbox import deliver_or_defer
+from taskcore.taskdoc import WITHOUT_OUTBOX, ExecState
 
 from taskcore_aggregator.parent_policy import DEFAULT_FAILURE_THRESHOLD, parent_outcome
 from taskcore_aggregator.projection import state_of
@@ -68,114 +68,56 @@ async def recount(store: Store, parent_id: str) -> SubtaskCounts:
 
 async def mark_for_recount(store: Store, parent_ids: Iterable[str]) -> None:
     """Record that these parents' counters may be stale (before the batch is acked)."""
-    ids = sorted(set(parent_ids))
-    if ids:
-        await store.tasks.update_many(
-            {"_id": {"$in": ids}},
-            {
-                "$inc": {"subtasks_marked": 1},
-                "$set": {"subtasks_marked_ms": now_ms()},
-                # Created here, so later conditions compare numbers, never a missing field.
-                "$max": {"subtasks_counted": 0},
-            },
-        )
+    await store.documents.mark_for_recount(sorted(set(parent_ids)))
 
 
 async def refresh_parent(store: Store, publisher: Publisher, parent_id: str) -> bool:
     """Recount one parent's children, store the counts, close it if it is done."""
-    doc = await store.tasks.find_one({"_id": parent_id}, {"outbox": 0})
+    doc = await store.documents.get(parent_id, WITHOUT_OUTBOX)
     parent = state_of(doc)
     if doc is None or parent is None:
         return False
     counts = await recount(store, parent_id)
     changed = counts != parent.subtasks
-    await _store_counts(store, parent_id, doc.get("subtasks_marked"), counts, changed)
-    return await maybe_close(store, publisher, parent, doc, counts)
-
-
-async def _store_counts(
-    store: Store, parent_id: str, mark: Any, counts: SubtaskCounts, changed: bool
-) -> None:
-    fields: Doc = {"subtasks": counts.model_dump()}
-    if changed:  # for the watchdog's "oldest quiet parent" gauge
-        fields["subtasks_changed_ms"] = now_ms()
-    if not isinstance(mark, int):  # never marked: write unless a first mark came meanwhile
-        unmarked = {"$exists": False}
-        await store.tasks.update_one(
-            {"_id": parent_id, "subtasks_marked": unmarked, "subtasks_counted": unmarked},
-            {"$set": fields},
-        )
-        return
-    # No $or in these filters: the stand-in applies an update filtered by _id plus $or to
-    # another document (see the report of issue 5).
-    later = {"subtasks_counted": {"$lt": mark}}
-    fields["subtasks_counted"] = mark
-    settled = await store.tasks.update_one(
-        {"_id": parent_id, "subtasks_marked": mark, **later},
-        {"$set": fields, "$unset": {"subtasks_marked_ms": ""}},
+    await store.documents.store_counts(
+        parent_id, counts.model_dump(), ExecState.of(doc).subtasks_marked, changed
     )
-    if settled.matched_count == 0:  # newer marks came in: they will be recounted too
-        await store.tasks.update_one({"_id": parent_id, **later}, {"$set": fields})
+    return await maybe_close(store, publisher, parent, doc, counts)
 
 
 async def maybe_close(
     store: Store, publisher: Publisher, parent: Task, doc: Doc, counts: SubtaskCounts
 ) -> bool:
-    if doc.get("children_settled") or not parent.awaiting_children or counts.open:
+    if ExecState.of(doc).children_settled or not parent.awaiting_children or counts.open:
         return False
     if parent.status.is_terminal:
         return False
-    event = await _final_event(store, parent, doc, counts)
-    entry = OutboxEntry(event=event)
-    won = await store.tasks.update_one(
-        # Every task document is inserted with children_settled False (submission).
-        {"_id": parent.id, "children_settled": False},
-        # The counters it closed with, too: a recount that read the same mark a little
-        # earlier may have stored older counts and made this one's store a no-op (the
-        # next mark's recount would fix them, but a reader of the closed parent should not
-        # see counts that disagree with its final event meanwhile).
-        {
-            "$set": {
-                "children_settled": True,
-                "subtasks": counts.model_dump(),
-                **outbox_fields([entry]),
-            }
-        },
-    )
-    if won.matched_count != 1:
+    entry = OutboxEntry(event=await _final_event(store, parent, doc, counts))
+    # The counters it closed with, too: a recount that read the same mark a little
+    # earlier may have stored older counts and made this one's store a no-op (the next
+    # mark's recount would fix them, but a reader of the closed parent should not see
+    # counts that disagree with its final event meanwhile).
+    if not await store.documents.close_parent(parent.id, counts.model_dump(), entry):
         return False  # another replica (or the watchdog) closed it first
     await deliver_or_defer(publisher, [entry])
-    log.info("Parent %s settled as %s.", parent.id, event.type.value)
+    log.info("Parent %s settled as %s.", parent.id, entry.event.type.value)
     return True
 
 
 async def _final_event(store: Store, parent: Task, doc: Doc, counts: SubtaskCounts) -> TaskEvent:
-    cancelled = bool(doc.get("cancel_requested")) or parent.cancel_requested
+    cancelled = ExecState.of(doc).cancel_requested or parent.cancel_requested
     threshold = DEFAULT_FAILURE_THRESHOLD
     if parent.subtask_policy == "threshold":
         threshold = await failure_threshold(store, parent.id)
     outcome = parent_outcome(
         parent.subtask_policy, counts, cancelled=cancelled, failure_threshold=threshold
     )
-    reserved = await store.tasks.find_one_and_update(
-        {"_id": parent.id}, {"$inc": {"seq": 1}}, {"seq": 1}, return_document=ReturnDocument.AFTER
-    )
-    if reserved is None:
-        raise LookupError(f"parent {parent.id} vanished while closing")
-    seq = int(reserved["seq"])
     data: dict[str, Any] = {"result": parent.result, "subtasks": counts.model_dump()}
     if outcome.error is not None:
         data["error"] = outcome.error
     if outcome.type is EventType.CANCELLED:
         data["reason"] = "cancel requested"
-    return TaskEvent(
-        event_id=event_id_for(parent.id, seq),
-        task_id=parent.id,
-        sequence=seq,
-        type=outcome.type,
-        occurred_at=datetime.now(UTC),
-        data=data,
-    )
+    return await store.documents.reserve_event(parent.id, outcome.type, data)
 
 
 async def failure_threshold(store: Store, parent_id: str) -> float:

@@ -23,10 +23,6 @@ from taskcore.messages.envelope import CommittedEvent
 # The task fields each committed event hands to the bridge (see messages.cloudevents).
 _HANDOFF_FIELDS = ("task_type", "user_id", "parent_task_id", "root_task_id")
 
-# Every projection write increments this counter and is conditional on the value it read.
-# ``version`` cannot serve: a late event changes the projection without raising it.
-REVISION = "fold_rev"
-
 
 def state_of(doc: Doc | None) -> Task | None:
     """The projection a task document holds; None if it holds none."""
@@ -68,13 +64,6 @@ def projection_update(stored: Task | None, after: Task) -> Doc:
         # task.cancel_requested event (claims check it), so a fold must never clear it.
         changed.pop("cancel_requested", None)
     return changed
-
-
-def written_from(doc: Doc) -> Doc:
-    """The filter of a write that applies only if nobody wrote the projection since ``doc``."""
-    if REVISION in doc:
-        return {"_id": doc["_id"], REVISION: doc[REVISION]}
-    return {"_id": doc["_id"], REVISION: {"$exists": False}}
 
 
 def merged(logged: list[TaskEvent], ours: list[TaskEvent]) -> list[TaskEvent]:

@@ -22,7 +22,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 from taskcore import metrics
 from taskcore.adapters.mongo import Doc, Store, event_to_doc
@@ -30,11 +29,11 @@ from taskcore.domain.events import TaskEvent, event_id_for
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import Task
 from taskcore.messages.envelope import CommittedEvent
-from taskcore.outbox import outbox_cleared
+from taskcore.taskdoc import ExecState, Op
+from taskcore.taskdoc.operations import outbox_entry, write_projection
 from taskcore.tracing import start_span
 
 from taskcore_aggregator.projection import (
-    REVISION,
     at_store_precision,
     fold_from,
     load_logs,
@@ -42,7 +41,6 @@ from taskcore_aggregator.projection import (
     projection_update,
     seed_of,
     state_of,
-    written_from,
 )
 from taskcore_aggregator.retention import Retention
 
@@ -69,7 +67,7 @@ class _Plan:
     stored: Task | None
     after: Task
     items: list[CommittedEvent]
-    write: UpdateOne | None
+    write: Op | None
 
 
 class Projector:
@@ -101,7 +99,7 @@ class Projector:
         return result
 
     async def _documents(self, task_ids: set[str]) -> dict[str, Doc]:
-        return {d["_id"]: d async for d in self.store.tasks.find({"_id": {"$in": list(task_ids)}})}
+        return await self.store.documents.get_many(list(task_ids))
 
     async def append(self, events: list[TaskEvent]) -> set[str]:
         """Insert into the log; returns the ids that were already there."""
@@ -187,16 +185,12 @@ class Projector:
 
     async def _write(self, plans: dict[str, _Plan], docs: dict[str, Doc]) -> set[str]:
         writes = [p.write for p in plans.values() if p.write is not None]
-        if not writes:
-            return set()
-        outcome = await self.store.tasks.bulk_write(writes, ordered=False)
-        if outcome.matched_count == len(writes):
+        if await self.store.documents.write_projections(writes) == len(writes):
             return set()
         # Another writer (a replica, a rebuild) got there first. A task is settled only if
         # the stored projection already says what ours says; the others fold again.
         written = [t for t, p in plans.items() if p.write is not None]
-        cursor = self.store.tasks.find({"_id": {"$in": written}})
-        current = {d["_id"]: d async for d in cursor}
+        current = await self.store.documents.get_many(written)
         return {
             t
             for t in written
@@ -214,32 +208,21 @@ def pending_submitted(doc: Doc) -> TaskEvent | None:
     """
     if doc.get("version") != 0:
         return None
-    entry = (doc.get("outbox") or {}).get(event_id_for(doc["_id"], 1))
-    if not isinstance(entry, dict) or "event" not in entry:
-        return None
-    return at_store_precision(TaskEvent.model_validate(entry["event"]))
+    entry = outbox_entry(doc, event_id_for(doc["_id"], 1))
+    return None if entry is None else at_store_precision(entry.event)
 
 
 def _write_for(
     doc: Doc, stored: Task | None, after: Task, new: list[TaskEvent], wire: set[str]
-) -> UpdateOne | None:
+) -> Op | None:
     """The conditional update that takes the document from ``stored`` to ``after``.
 
     Outbox entries are cleared only for events that came over the wire: an entry's event
     arriving proves its dispatch was published, a copy taken from the outbox does not.
     """
-    update: Doc = {}
-    fields = projection_update(stored, after)
-    if fields:
-        update["$set"] = fields
-    outbox = doc.get("outbox") or {}
+    outbox = ExecState.of(doc).outbox
     folded = [e.event_id for e in new if e.event_id in outbox and e.event_id in wire]
-    if folded:
-        update["$unset"] = outbox_cleared(folded)
-    if not update:
-        return None  # the stored projection already is the fold: nothing to write
-    update["$inc"] = {REVISION: 1}
-    return UpdateOne(written_from(doc), update)
+    return write_projection(doc, projection_update(stored, after), folded)
 
 
 def _observe(plan: _Plan) -> None:

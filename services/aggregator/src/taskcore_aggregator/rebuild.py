@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 from taskcore.adapters.mongo import Doc, Store, task_to_doc
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.task import SubtaskCounts, Task
+from taskcore.taskdoc import operations
 
 from taskcore_aggregator.parents import recount
 from taskcore_aggregator.projection import (
-    REVISION,
     fold_from,
     load_logs,
     projection_update,
     seed_of,
     state_of,
-    written_from,
 )
 
 MAX_ATTEMPTS = 5
@@ -90,7 +89,7 @@ async def _rebuild_chunk(
     store: Store, task_ids: list[str], check: bool, report: RebuildReport
 ) -> list[Task]:
     # The documents first, then the log: the log read then holds every event they reflect.
-    docs = {d["_id"]: d async for d in store.tasks.find({"_id": {"$in": task_ids}})}
+    docs = await store.documents.get_many(task_ids)
     logs = await load_logs(store, task_ids)
     report.tasks += len(task_ids)
     report.events += sum(len(events) for events in logs.values())
@@ -119,7 +118,7 @@ async def _rebuild_task(
         if doc is None:
             report.created.append(task_id)
             if not check:
-                await store.tasks.insert_one(_new_document(after))
+                await store.documents.insert_new([_new_document(after)])
             return after
         changes = projection_update(stored, after)
         if not changes:
@@ -127,27 +126,21 @@ async def _rebuild_task(
         if check:
             report.differing.append(task_id)
             return after
-        done = await store.tasks.update_one(
-            written_from(doc), {"$set": changes, "$inc": {REVISION: 1}}
-        )
-        if done.matched_count:
+        write = operations.write_projection(doc, changes, [])
+        if write is not None and await store.documents.apply(write):
             report.differing.append(task_id)
             return after
         # A live fold wrote meanwhile: read the document again, then the log.
-        doc = await store.tasks.find_one({"_id": task_id})
+        doc = await store.documents.get(task_id)
         events = (await load_logs(store, [task_id]))[task_id]
     raise RuntimeError(f"task {task_id} kept changing under the rebuild")
 
 
 def _new_document(task: Task) -> Doc:
     """A document for a logged task that has none (restoring from the log alone)."""
-    doc = task_to_doc(task)
-    doc.update(
-        seq=task.version,
-        cancel_requested=task.cancel_requested,
-        children_settled=task.status.is_terminal,
+    return operations.restored_document(
+        task_to_doc(task), version=task.version, terminal=task.status.is_terminal
     )
-    return doc
 
 
 async def _recount_parents(

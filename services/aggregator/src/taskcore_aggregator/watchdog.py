@@ -18,6 +18,7 @@ from taskcore import metrics
 from taskcore.adapters.mongo import Doc, Store, now_ms
 from taskcore.adapters.rabbit import Publisher
 from taskcore.domain.clock import UtcDatetime, to_ms
+from taskcore.taskdoc import ExecState
 
 from taskcore_aggregator.parents import refresh_parent
 
@@ -55,16 +56,9 @@ class Watchdog:
 
     async def sweep(self) -> int:
         """One pass; returns how many parents it closed."""
-        fields = {"updated_at": 1, "subtasks_changed_ms": 1}
-        awaiting = (
-            await self.store.tasks.find({"awaiting_children": True}, fields)
-            .limit(SWEEP_LIMIT)
-            .to_list(None)
-        )
-        stale = self.store.tasks.find(
-            {"subtasks_marked_ms": {"$lt": now_ms() - self.stale_ms}}, {"_id": 1}
-        ).limit(SWEEP_LIMIT)
-        ids = {d["_id"] for d in awaiting} | {d["_id"] for d in await stale.to_list(None)}
+        awaiting = await self.store.documents.awaiting_children(SWEEP_LIMIT)
+        stale = await self.store.documents.stale_recounts(now_ms() - self.stale_ms, SWEEP_LIMIT)
+        ids = {d["_id"] for d in awaiting} | set(stale)
         metrics.PARENTS_AWAITING_OLDEST_SECONDS.set(oldest_quiet_seconds(awaiting, now_ms()))
         closed = 0
         for parent_id in sorted(ids):
@@ -75,9 +69,19 @@ class Watchdog:
 def oldest_quiet_seconds(parents: list[Doc], now: int) -> float:
     """How long the quietest waiting parent has gone without a change to it or its counters."""
     quiet = [
-        (now - max(to_ms(_UTC.validate_python(d["updated_at"])), d.get("subtasks_changed_ms") or 0))
+        (
+            now
+            - max(
+                to_ms(_UTC.validate_python(d["updated_at"])),
+                ExecState.of(d).subtasks_changed_ms or 0,
+            )
+        )
         / 1000
         for d in parents
         if d.get("updated_at") is not None
     ]
     return max([0.0, *quiet])
+
+
+def _changed_ms(doc: Doc) -> int:
+    return ExecState.of(doc).subtasks_changed_ms or 0

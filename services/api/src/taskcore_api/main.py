@@ -51,7 +51,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         instrument_app(app, settings)
         server = http_server(app, settings.host, port_for("api", settings))
         relay = OutboxRelay(
-            store,
+            store.documents,
             publisher,
             after_s=settings.relay_after_seconds,
             interval_s=settings.relay_interval_seconds,

@@ -2,9 +2,11 @@
 
 - claim refused: already done (ack, drop), running elsewhere (look again once the
   holder's lease would have expired, then ack), cancelled before it ran (record
-  ``task.cancelled``, ack), no such task (dead-letter the message);
-- claimed: emit ``task.started``, run the task type, record the outcome and its messages
-  in the task's outbox with one conditional update, publish them (confirmed), ack.
+  ``task.cancelled``, ack), no such task or a dispatch never issued (dead-letter it);
+- claimed: emit ``task.started``, run what the claimed document says (its type, user,
+  tier and parameters: the message only names the task and the dispatch), record the
+  outcome and its messages in the task's outbox with one conditional update, publish
+  them (confirmed), ack.
 - handed back at shutdown: release the claim and requeue the message unfinished;
 - lease lost (another executor re-ran it): drop the outcome, ack.
 """
@@ -17,23 +19,23 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 from taskcore import metrics
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import EventEmitter, Publisher
+from taskcore.cancellation import Canceller
 from taskcore.domain.events import EventType
 from taskcore.messages import envelope as env
-from taskcore.messages.envelope import TaskMessage
+from taskcore.messages.envelope import Dispatch, OutboxEntry, TaskMessage
 from taskcore.messages.topology import RETRY_EXCHANGE, retry_routing_key
-from taskcore.outbox import Dispatch, OutboxEntry, deliver_or_defer
+from taskcore.outbox import publish_dispatch
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
 from taskcore.settings import Settings
+from taskcore.taskdoc import Claim, ClaimRefused, Ending, Finish, Refusal
 from taskcore.tracing import start_span, traceparent_of
 
-from taskcore_executor import cancelling, claims
 from taskcore_executor.claim_batches import ClaimBatches
 from taskcore_executor.classify import classify
 from taskcore_executor.context import ExecutionContext, RunningTask
@@ -51,6 +53,7 @@ from taskcore_executor.outcomes import (
     outcome_entries,
 )
 from taskcore_executor.runner import run_task
+from taskcore_executor.signals import RecentSignals
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class AttemptRunner:
         registry: TaskTypeRegistry,
         node: str,
         running: dict[str, RunningTask],
-        recent_cancels: cancelling.RecentSignals,
+        recent_cancels: RecentSignals,
         cpu_pool: ThreadPoolExecutor,
     ) -> None:
         self.settings = settings
@@ -81,15 +84,17 @@ class AttemptRunner:
         self.running = running
         self.recent_cancels = recent_cancels
         self.cpu_pool = cpu_pool
+        self.canceller = Canceller(store, publisher)
         # Concurrent attempts share their claims' and outcomes' store round trips.
-        self.batches = ClaimBatches(store, node, settings.lease_seconds)
+        self.batches = ClaimBatches(store.documents, node, settings.lease_seconds)
 
-    async def process(self, message: AbstractIncomingMessage, msg: TaskMessage) -> None:
+    async def process(self, message: AbstractIncomingMessage, delivered: TaskMessage) -> None:
         try:
-            claim = await self.batches.claim(msg.task_id, msg.dispatch)
-        except claims.ClaimRefused as refused:
-            await self._refused(message, msg, refused)
+            claim = await self.batches.claim(delivered.task_id, delivered.dispatch)
+        except ClaimRefused as refused:
+            await self._refused(message, delivered, refused)
             return
+        msg = claimed_message(claim, delivered)
         seq = Sequencer(msg.task_id, claim.first_sequence, claim.last_sequence)
         running = RunningTask(msg, claim.attempt, seq, claim.doc.get("root_task_id") or msg.task_id)
         self.running[msg.task_id] = running
@@ -113,7 +118,7 @@ class AttemptRunner:
     # ---- a claimed attempt -------------------------------------------------------------
 
     async def _attempt(
-        self, message: AbstractIncomingMessage, running: RunningTask, claim: claims.Claim
+        self, message: AbstractIncomingMessage, running: RunningTask, claim: Claim
     ) -> None:
         msg = running.msg
         started_event = running.seq.event(
@@ -151,7 +156,8 @@ class AttemptRunner:
             # Never published: it goes out with the outcome, through the outbox.
             entries = [OutboxEntry(event=started_event), *entries]
         running.finishing = True
-        if not await self.batches.finish(claim, entries, _exec_fields(outcome, msg)):
+        ending, retry_count = _ending(outcome, msg)
+        if not await self.batches.finish(Finish(claim, ending, entries, retry_count)):
             await self._drop_lost(message, msg, started)
             return
         await self._publish(entries)
@@ -159,7 +165,7 @@ class AttemptRunner:
         _count_outcome(msg, outcome)
         await self._follow_up(outcome, msg, claim)
 
-    async def _run(self, running: RunningTask, claim: claims.Claim) -> Outcome:
+    async def _run(self, running: RunningTask, claim: Claim) -> Outcome:
         msg = running.msg
         try:
             task_type = self.registry.get(msg.task_type)
@@ -199,32 +205,38 @@ class AttemptRunner:
         )
         return outcome
 
-    async def _follow_up(self, outcome: Outcome, msg: TaskMessage, claim: claims.Claim) -> None:
+    async def _follow_up(self, outcome: Outcome, msg: TaskMessage, claim: Claim) -> None:
         """Cancellations the outcome calls for; best effort, the outcome is already safe."""
         try:
             parent_id = claim.doc.get("parent_task_id")
             if isinstance(outcome, Dead) and parent_id:
-                await cancelling.fail_fast(self.store, self.publisher, parent_id, msg.task_id)
+                await self._fail_fast(parent_id, msg.task_id)
             elif isinstance(outcome, Cancelled) and outcome.awaiting_children:
-                await cancelling.cancel_open_children(
-                    self.store, self.publisher, msg.task_id, "parent cancelled"
-                )
+                await self.canceller.cancel_children(msg.task_id, {"reason": "parent cancelled"})
         except Exception:
             log.exception("Cancelling the subtasks related to task %s failed.", msg.task_id)
+
+    async def _fail_fast(self, parent_id: str, failed_child: str) -> None:
+        """A child failed: if its parent's policy is ``fail_fast``, cancel its open siblings."""
+        parent = await self.store.documents.get(parent_id, {"subtask_policy": 1})
+        if parent is None or parent.get("subtask_policy") != "fail_fast":
+            return
+        reason = {"reason": f"sibling {failed_child} failed (fail_fast)"}
+        acted = await self.canceller.cancel_children(parent_id, reason, exclude=failed_child)
+        if acted:
+            log.info("Cancelled %d open siblings of failed child %s.", acted, failed_child)
 
     async def _publish(self, entries: list[OutboxEntry]) -> None:
         """Like ``outbox.deliver`` (dispatches confirmed first, then events), but the events
         ride the emitter, so the outcomes of concurrent attempts share broker messages."""
         dispatches = [e.dispatch for e in entries if e.dispatch is not None]
-        await asyncio.gather(
-            *(self.publisher.publish(d.exchange, d.key(), d.amqp_message()) for d in dispatches)
-        )
+        await asyncio.gather(*(publish_dispatch(self.publisher, d) for d in dispatches))
         await self.emitter.emit(*(e.event for e in entries))
 
     async def _hand_back(self, message: AbstractIncomingMessage, msg: TaskMessage) -> None:
         log.warning("Task %s is handed back unfinished for another executor.", msg.task_id)
         with contextlib.suppress(Exception):  # best effort: the lease expires anyway
-            await claims.release(self.store, msg.task_id, msg.dispatch, self.node)
+            await self.store.documents.release(msg.task_id, msg.dispatch, self.node)
         with contextlib.suppress(Exception):
             await message.nack(requeue=True)
 
@@ -239,26 +251,20 @@ class AttemptRunner:
     # ---- a refused claim ---------------------------------------------------------------
 
     async def _refused(
-        self, message: AbstractIncomingMessage, msg: TaskMessage, refused: claims.ClaimRefused
+        self, message: AbstractIncomingMessage, msg: TaskMessage, refused: ClaimRefused
     ) -> None:
-        metrics.DUPLICATES_DROPPED.labels(refused.reason).inc()
-        if refused.reason == "unknown_task":
-            error = LookupError(f"no task {msg.task_id} in the store")
-            await dead_letter_unreadable(self.publisher, message, DeadReason.UNKNOWN_TASK, error)
+        metrics.DUPLICATES_DROPPED.labels(refused.reason.value).inc()
+        if refused.reason in (Refusal.UNKNOWN_TASK, Refusal.UNKNOWN_DISPATCH):
+            what = "no task" if refused.reason is Refusal.UNKNOWN_TASK else "no dispatch"
+            error = LookupError(f"{what} {msg.task_id}:{msg.dispatch} in the store")
+            await dead_letter_unreadable(self.publisher, message, refused.reason.value, error)
             return
-        if refused.reason == "cancel_requested":
-            await self._close_cancelled(msg)
-        elif refused.reason == "running_elsewhere":
+        if refused.reason is Refusal.CANCEL_REQUESTED:
+            if await self.canceller.close_cancelled(msg.task_id):
+                metrics.TASKS_CANCELLED.labels(msg.task_type).inc()
+        elif refused.reason in (Refusal.RUNNING_ELSEWHERE, Refusal.STALLED):
             await self._recheck_later(message, msg, refused.lease_left_s)
         await message.ack()
-
-    async def _close_cancelled(self, msg: TaskMessage) -> None:
-        first = await claims.reserve_sequences(self.store, msg.task_id, 1)
-        seq = Sequencer(msg.task_id, first, first)
-        entry = OutboxEntry(event=seq.event(EventType.CANCELLED, {"reason": "cancel requested"}))
-        if await claims.record_cancelled(self.store, msg.task_id, msg.dispatch, entry):
-            await deliver_or_defer(self.publisher, [entry])
-            metrics.TASKS_CANCELLED.labels(msg.task_type).inc()
 
     async def _recheck_later(
         self, message: AbstractIncomingMessage, msg: TaskMessage, lease_left_s: float
@@ -273,14 +279,33 @@ class AttemptRunner:
             routing_key=retry_routing_key(tier_s, msg.tier),
             traceparent=header(message, env.HEADER_TRACEPARENT),
         )
-        await self.publisher.publish(dispatch.exchange, dispatch.key(), dispatch.amqp_message())
+        await publish_dispatch(self.publisher, dispatch)
 
 
-def _exec_fields(outcome: Outcome, msg: TaskMessage) -> dict[str, Any]:
-    # A retry leaves a dispatch outstanding; every other outcome closes it.
+def claimed_message(claim: Claim, delivered: TaskMessage) -> TaskMessage:
+    """What to run: the claimed document's type, user, tier, priority, parameters and
+    retry budget. The delivered message only named the task and the dispatch; a forged
+    or stale body cannot run work as someone else or with other parameters."""
+    doc = claim.doc
+    return TaskMessage(
+        task_id=claim.task_id,
+        task_type=doc["task_type"],
+        user_id=doc["user_id"],
+        tier=doc.get("tier", delivered.tier),
+        priority=int(doc.get("priority") or 0),
+        parameters=doc.get("parameters") or {},
+        dispatch=claim.dispatch,
+        retry_count=claim.state.retry_count,
+    )
+
+
+def _ending(outcome: Outcome, msg: TaskMessage) -> tuple[Ending, int | None]:
+    """What the outcome leaves the task waiting for, and its retry budget used so far."""
     if isinstance(outcome, Retry):
-        return {"exec.open": True, "exec.dispatch_no": msg.dispatch + 1}
-    return {"exec.open": False}
+        return Ending.RETRY, outcome.retry_count_after(msg.retry_count)
+    if isinstance(outcome, Completed | Cancelled) and outcome.awaiting_children:
+        return Ending.CHILDREN, None
+    return Ending.DONE, None
 
 
 async def _confirmed(fut: asyncio.Future[None]) -> bool:

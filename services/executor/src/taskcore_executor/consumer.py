@@ -4,7 +4,7 @@ A message is acked only after its outcome (the completion event, the retry messa
 dead letter) is recorded in the task's outbox and confirmed by the broker. A message that
 cannot be read is dead-lettered with a reason and acked, without taking a slot: a poison
 message never blocks or slows a queue. Whatever is redelivered, the conditional claim and
-finish (see ``claims``) let one attempt per dispatch record an outcome.
+finish (``taskcore.taskdoc``) let one attempt per dispatch record an outcome.
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ from taskcore.messages.topology import (
 from taskcore.registry import TaskTypeRegistry
 from taskcore.settings import Settings
 
-from taskcore_executor import claims
 from taskcore_executor.attempt import AttemptRunner
-from taskcore_executor.cancelling import RecentSignals
 from taskcore_executor.context import RunningTask
 from taskcore_executor.decode import Malformed, dead_letter_unreadable, decode
 from taskcore_executor.heartbeat import Heartbeat
 from taskcore_executor.priority_slots import PrioritySlots, SlotsClosed
+from taskcore_executor.signals import RecentSignals
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ class Executor:
     ) -> None:
         """Release this executor's claim (if any) and requeue the message, best effort."""
         with contextlib.suppress(Exception):
-            await claims.release(self.store, msg.task_id, msg.dispatch, self.node)
+            await self.store.documents.release(msg.task_id, msg.dispatch, self.node)
         if backoff_s:
             await asyncio.sleep(backoff_s)
         with contextlib.suppress(Exception):

@@ -16,8 +16,8 @@ from taskcore.messages.envelope import TaskMessage
 from taskcore.plugin import NonRetryableError, SubtaskSpec, TaskCancelled
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
 from taskcore.submission import NewTask, idempotent_task_id, submit_tasks
+from taskcore.taskdoc import SEQUENCE_BLOCK
 
-from taskcore_executor.claims import SEQUENCE_BLOCK, extend_leases, reserve_sequences
 from taskcore_executor.outcomes import Sequencer
 
 # At most one progress event per task per interval; the latest value wins.
@@ -119,7 +119,7 @@ class ExecutionContext:
             return
         seq = self._running.seq
         if seq.remaining <= 1:  # keep the block's last sequence for the outcome
-            first = await reserve_sequences(self._store, self.task_id)
+            first = await self._store.documents.reserve_sequences(self.task_id, SEQUENCE_BLOCK)
             seq.next, seq.last = first, first + SEQUENCE_BLOCK - 1
         progress, self._pending_progress = self._pending_progress, None
         self._last_progress = time.monotonic()
@@ -145,6 +145,9 @@ class ExecutionContext:
         if len(set(keys)) != len(keys):
             raise NonRetryableError("subtask keys must be unique within a parent")
         ids: list[str] = []
+        if batch and not self._running.children:
+            # Recorded before any child exists, so a cancel always looks for them.
+            await self._store.documents.mark_parent(self.task_id)
         for start in range(0, len(batch), SUBTASK_CHUNK):
             self.check_cancelled()
             results = await submit_tasks(
@@ -189,7 +192,7 @@ class ExecutionContext:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
 
     async def heartbeat(self) -> None:
-        await extend_leases(self._store, [self.task_id], self._node, self._lease_s)
+        await self._store.documents.extend_leases([self.task_id], self._node, self._lease_s)
 
 
 class ThreadContext:

@@ -14,7 +14,6 @@ import logging
 
 from taskcore.adapters.mongo import Store
 
-from taskcore_executor import claims
 from taskcore_executor.context import RunningTask
 
 log = logging.getLogger(__name__)
@@ -48,8 +47,8 @@ class Heartbeat:
         if not attempts:
             return
         ids = [task_id for task_id, _ in attempts]
-        await claims.extend_leases(self.store, ids, self.node, self.lease_s)
-        states = await claims.claim_states(self.store, ids)
+        await self.store.documents.extend_leases(ids, self.node, self.lease_s)
+        states = await self.store.documents.states(ids)
         for task_id, running in attempts:
             state = states.get(task_id)
             if state is None or running.finishing:

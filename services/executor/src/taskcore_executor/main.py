@@ -60,7 +60,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             port_for("executor", settings),
         )
         relay = OutboxRelay(
-            store,
+            store.documents,
             publisher,
             after_s=settings.relay_after_seconds,
             interval_s=settings.relay_interval_seconds,

@@ -13,9 +13,8 @@ from typing import Any
 from taskcore.domain.events import EventType, TaskEvent, event_id_for
 from taskcore.domain.retry_policy import DELAY_TIERS_S, delay_tier
 from taskcore.messages import envelope as env
-from taskcore.messages.envelope import TaskMessage
+from taskcore.messages.envelope import Dispatch, OutboxEntry, TaskMessage
 from taskcore.messages.topology import DEAD_LETTER_EXCHANGE, RETRY_EXCHANGE, retry_routing_key
-from taskcore.outbox import Dispatch, OutboxEntry
 
 
 class DeadReason:
@@ -69,6 +68,10 @@ class Retry:
     @property
     def uses_attempt(self) -> bool:
         return not self.rate_limited
+
+    def retry_count_after(self, retries_so_far: int) -> int:
+        """The retry budget used once this retry is scheduled."""
+        return retries_so_far + (1 if self.uses_attempt else 0)
 
     @property
     def delay_tier_s(self) -> int:
@@ -150,7 +153,7 @@ def outcome_entries(
 def _retry_entry(
     outcome: Retry, msg: TaskMessage, seq: Sequencer, traceparent: str | None
 ) -> OutboxEntry:
-    retry_count = msg.retry_count + (1 if outcome.uses_attempt else 0)
+    retry_count = outcome.retry_count_after(msg.retry_count)
     tier_s = outcome.delay_tier_s
     next_at = seq.now() + timedelta(seconds=tier_s)
     retry_msg = msg.model_copy(update={"dispatch": msg.dispatch + 1, "retry_count": retry_count})

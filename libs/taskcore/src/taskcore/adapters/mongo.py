@@ -8,7 +8,8 @@ store-then-publish step keeps its pending messages in an outbox inside the same 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, monitoring
@@ -18,12 +19,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from taskcore import metrics
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.task import Task
+from taskcore.taskdoc import state as taskdoc_fields
+from taskcore.taskdoc.documents import TaskDocuments
 
 Doc = dict[str, Any]
 
 # Fields of the task document that the fold owns. Everything else on the document
-# (``exec``, ``outbox``, ``seq``, ``request_hash``...) belongs to the executor, the outbox or
-# the API and is never touched by a projection write.
+# (``exec``, ``outbox``, ``seq``, ``request_hash``...) belongs to the task-document protocol
+# (``taskcore.taskdoc``) and is never touched by a projection write.
 PROJECTION_FIELDS: tuple[str, ...] = tuple(f for f in Task.model_fields if f != "id")
 # What a fold writes: a parent's ``subtasks`` counters are recounted from its children by
 # their own update, so a fold of the parent's events must not overwrite them.
@@ -41,7 +44,7 @@ EPOCH_MS = 0
 
 
 def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
+    return time.time_ns() // 1_000_000
 
 
 class _CommandCounter(monitoring.CommandListener):
@@ -91,6 +94,8 @@ class Store:
         self.dead_letters: AsyncCollection[Doc] = self.db["dead_letters"]
         self.quotas: AsyncCollection[Doc] = self.db["quotas"]
         self.limits: AsyncCollection[Doc] = self.db["provider_limits"]
+        # The task documents' bookkeeping goes through here only (taskcore.taskdoc).
+        self.documents = TaskDocuments(self.tasks)
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
@@ -113,9 +118,10 @@ class Store:
                 IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)]),
                 IndexModel([("parent_task_id", ASCENDING), ("status", ASCENDING)]),
                 IndexModel([("status", ASCENDING), ("created_at", DESCENDING)]),
-                IndexModel([("outbox_at_ms", ASCENDING)]),
+                # The task document protocol's sweeps (taskcore.taskdoc).
+                IndexModel([(taskdoc_fields.OUTBOX_AT, ASCENDING)]),
                 IndexModel([("awaiting_children", ASCENDING)]),
-                IndexModel([("subtasks_marked_ms", ASCENDING)]),
+                IndexModel([(taskdoc_fields.MARKED_AT, ASCENDING)]),
             ]
         )
         await self.dead_letters.create_indexes(

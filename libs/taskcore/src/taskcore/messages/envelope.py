@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.task import Tier
+from taskcore.messages.topology import TASKS_EXCHANGE, dispatch_routing_key
 
 HEADER_TASK_ID = "x-task-id"
 HEADER_TASK_TYPE = "x-task-type"
@@ -41,6 +42,49 @@ class TaskMessage(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     dispatch: int = 1
     retry_count: int = 0
+
+
+class Dispatch(BaseModel):
+    """A task message to publish, and where to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message: TaskMessage
+    exchange: str = TASKS_EXCHANGE
+    routing_key: str = ""
+    traceparent: str | None = None
+    extra_headers: dict[str, str | int] = {}
+
+    def headers(self) -> dict[str, Any]:
+        m = self.message
+        headers: dict[str, Any] = {
+            HEADER_TASK_ID: m.task_id,
+            HEADER_TASK_TYPE: m.task_type,
+            HEADER_RETRY_COUNT: m.retry_count,
+            HEADER_USER_ID: m.user_id,
+            HEADER_DISPATCH: m.dispatch,
+        }
+        if self.traceparent:
+            headers[HEADER_TRACEPARENT] = self.traceparent
+        headers.update(self.extra_headers)
+        return headers
+
+    @property
+    def message_id(self) -> str:
+        """Stable across re-sends: ``<task id>:<dispatch>``."""
+        return f"{self.message.task_id}:{self.message.dispatch}"
+
+    def key(self) -> str:
+        return self.routing_key or dispatch_routing_key(self.message.tier)
+
+
+class OutboxEntry(BaseModel):
+    """What one step must publish: its event, and the dispatch it opened (if any)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event: TaskEvent
+    dispatch: Dispatch | None = None
 
 
 class EventBatch(BaseModel):

@@ -13,7 +13,7 @@ import logging
 from taskcore import metrics
 from taskcore.adapters.mongo import Doc, now_ms
 from taskcore.domain.events import EventType
-from taskcore.outbox import OutboxEntry, outbox_fields
+from taskcore.messages.envelope import OutboxEntry
 
 from taskcore_api.deadletters.record_action import RecordAction
 from taskcore_api.deadletters.records import RecordState
@@ -70,7 +70,7 @@ class Discarder(RecordAction):
         return Outcome("discarded", done)
 
     async def _record_discard_event(self, record: Doc, task_id: str) -> None:
-        if await self.store.tasks.count_documents({"_id": task_id}, limit=1) == 0:
+        if await self.store.documents.get(task_id, {"_id": 1}) is None:
             return  # a task message whose task was never stored: the record is the history
         discard = record.get("discard") or {}
         event = await reserve_event(
@@ -84,10 +84,6 @@ class Discarder(RecordAction):
             },
         )
         entry = OutboxEntry(event=event)
-        marker = f"dlq.discarded.{int(record.get('dispatch') or 0)}"
-        result = await self.store.tasks.update_one(
-            {"_id": task_id, marker: {"$exists": False}},
-            {"$set": {marker: record["_id"], **outbox_fields([entry])}},
-        )
-        if result.matched_count == 1:
+        dispatch = int(record.get("dispatch") or 0)
+        if await self.store.documents.mark_discarded(task_id, dispatch, record["_id"], entry):
             await deliver_committed(self.publisher, entry)

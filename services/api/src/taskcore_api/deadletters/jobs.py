@@ -75,7 +75,7 @@ class ReplayJobs:
             "counts": dict.fromkeys(OUTCOMES, 0),
             "results": {},
             "requested_by": by,
-            "request_hash": request_hash,
+            "body_hash": request_hash,
             "created_at": now,
             "created_at_ms": now_ms(),
             "finished_at_ms": None if ids else now_ms(),

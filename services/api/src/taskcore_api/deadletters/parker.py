@@ -23,6 +23,7 @@ from taskcore.adapters.mongo import Doc, Store
 from taskcore.messages.topology import DEAD_LETTER_QUEUE
 from taskcore.poison import DEFAULT_MAX_MESSAGE_BYTES, too_large
 from taskcore.registry import TaskTypeRegistry
+from taskcore.taskdoc import STATE_FIELDS, ExecState
 
 from taskcore_api.deadletters.records import DeadMessage, build_record, unreadable_record
 from taskcore_api.deadletters.repository import DeadLetterRepository
@@ -135,8 +136,8 @@ class DeadLetterParker:
         task_id = record.get("task_id")
         if not (record.get("is_task_message") and task_id):
             return {}
-        task = await self.store.tasks.find_one({"_id": task_id}, {"dlq": 1})
-        dlq = (task or {}).get("dlq") or {}
-        if not dlq.get("replays"):
+        task = await self.store.documents.get(task_id, STATE_FIELDS)
+        state = None if task is None else ExecState.of(task)
+        if state is None or not state.replays:
             return {}
-        return {"replay_of": dlq.get("last_replay_of"), "generation": int(dlq["replays"])}
+        return {"replay_of": state.last_replay_of, "generation": state.replays}

@@ -30,12 +30,14 @@ from typing import Any
 
 from pydantic import ValidationError
 from taskcore import metrics
-from taskcore.adapters.mongo import EPOCH_MS, Doc, now_ms
+from taskcore.adapters.mongo import Doc, now_ms
 from taskcore.adapters.rabbit import message as amqp_message
 from taskcore.domain.events import EventType
 from taskcore.messages import envelope as env
-from taskcore.messages.envelope import TaskMessage
-from taskcore.outbox import Dispatch, OutboxEntry, outbox_fields
+from taskcore.messages.envelope import Dispatch, OutboxEntry, TaskMessage
+from taskcore.outbox import publish_dispatch
+from taskcore.taskdoc import STATE_FIELDS, ExecState, ReplayMode
+from taskcore.taskdoc.operations import replay_mode
 
 from taskcore_api.deadletters.record_action import RecordAction
 from taskcore_api.deadletters.records import HEADER_REPLAY_OF, RecordState, body_bytes
@@ -98,7 +100,7 @@ class Replayer(RecordAction):
             )
         task = None
         if record.get("is_task_message") and record.get("task_id"):
-            task = await self.store.tasks.find_one({"_id": record["task_id"]})
+            task = await self.store.documents.get(record["task_id"])
         if task is not None:
             return self._plan_task(record, task, parameters)
         if parameters is not None:
@@ -120,16 +122,15 @@ class Replayer(RecordAction):
 
     def _plan_task(self, record: Doc, task: Doc, parameters: dict[str, Any] | None) -> Doc:
         task_id, dispatch = record["task_id"], int(record.get("dispatch") or 0)
-        replays = int((task.get("dlq") or {}).get("replays") or 0)
+        replays = ExecState.of(task).replays
         self._check_limit(replays, f"Task {task_id} was replayed {replays} times")
-        if task.get("cancel_requested"):
+        if ExecState.of(task).cancel_requested:
             raise ReplayRefused(409, "cancel_requested", f"Task {task_id} is being cancelled.")
-        ex = task.get("exec") or {}
-        at_dispatch = int(ex.get("dispatch_no", -1)) == dispatch
-        if at_dispatch and not ex.get("open") and int(ex.get("done_no", -1)) == dispatch:
+        mode = replay_mode(task, dispatch)
+        if mode is ReplayMode.REOPEN:
             edited = None if parameters is None else self.validate(record["task_type"], parameters)
             return {"mode": "task", "dispatch": dispatch + 1, "parameters": edited}
-        if at_dispatch and ex.get("open") and int(ex.get("done_no", -1)) < dispatch:
+        if mode is ReplayMode.RESEND:
             if parameters is not None:
                 raise ReplayRefused(
                     422,
@@ -221,31 +222,14 @@ class Replayer(RecordAction):
                 traceparent=_traceparent(record),
             ),
         )
-        result = await self.store.tasks.update_one(
-            {
-                "_id": task_id,
-                "exec.open": False,
-                "exec.dispatch_no": dispatch,
-                "exec.done_no": dispatch,
-                "cancel_requested": False,
-            },
-            {
-                "$set": {
-                    "exec.open": True,
-                    "exec.dispatch_no": dispatch + 1,
-                    "exec.lease_until": EPOCH_MS,
-                    "exec.claimed_by": None,
-                    "dlq.last_replay_of": record["_id"],
-                    **outbox_fields([entry]),
-                },
-                "$inc": {"dlq.replays": 1},
-            },
+        reopened = await self.store.documents.reopen_for_replay(
+            task_id, dispatch, entry, record_id=record["_id"], parameters=parameters
         )
-        if result.matched_count == 1:
+        if reopened:
             await deliver_committed(self.publisher, entry)
             return
-        task = await self.store.tasks.find_one({"_id": task_id}, {"dlq": 1, "status": 1})
-        if task is not None and (task.get("dlq") or {}).get("last_replay_of") == record["_id"]:
+        task = await self.store.documents.get(task_id, {**STATE_FIELDS, "status": 1})
+        if task is not None and ExecState.of(task).last_replay_of == record["_id"]:
             return  # an earlier driver of this replay got this far before it died
         # The task changed under the replay (cancelled, say): nothing was dispatched.
         await self.repo.move(
@@ -262,7 +246,7 @@ class Replayer(RecordAction):
             message=TaskMessage.model_validate_json(body_bytes(record)),
             traceparent=_traceparent(record),
         )
-        await self.publisher.publish(dispatch.exchange, dispatch.key(), dispatch.amqp_message())
+        await publish_dispatch(self.publisher, dispatch)
 
     async def _republish(self, record: Doc) -> None:
         headers = {

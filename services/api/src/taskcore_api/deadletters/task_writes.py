@@ -4,14 +4,13 @@ the outbox entry's delivery."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ReturnDocument
 from taskcore.adapters.mongo import Doc, Store
 from taskcore.adapters.rabbit import Publisher
-from taskcore.domain.events import EventType, TaskEvent, event_id_for
-from taskcore.outbox import OutboxEntry, deliver_or_defer
+from taskcore.domain.events import EventType, TaskEvent
+from taskcore.messages.envelope import OutboxEntry
+from taskcore.outbox import deliver_or_defer
 from taskcore.registry import TaskTypeRegistry
 
 from taskcore_api.deadletters.results import DeadLetterNotFound
@@ -22,22 +21,11 @@ log = logging.getLogger(__name__)
 async def reserve_event(
     store: Store, task_id: str, type_: EventType, data: dict[str, Any]
 ) -> TaskEvent:
-    """An event at a freshly reserved sequence of the task (an unused one leaves a gap,
-    which the fold allows)."""
-    doc = await store.tasks.find_one_and_update(
-        {"_id": task_id}, {"$inc": {"seq": 1}}, {"seq": 1}, return_document=ReturnDocument.AFTER
-    )
-    if doc is None:
-        raise DeadLetterNotFound(task_id)
-    sequence = int(doc["seq"])
-    return TaskEvent(
-        event_id=event_id_for(task_id, sequence),
-        task_id=task_id,
-        sequence=sequence,
-        type=type_,
-        occurred_at=datetime.now(UTC),
-        data=data,
-    )
+    """An event at a freshly reserved sequence of the task, or ``DeadLetterNotFound``."""
+    try:
+        return await store.documents.reserve_event(task_id, type_, data)
+    except KeyError:
+        raise DeadLetterNotFound(task_id) from None
 
 
 async def deliver_committed(publisher: Publisher, entry: OutboxEntry) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from taskcore import metrics
 from taskcore.submission import NewTask
+from taskcore.taskdoc import ExecState
 
 from taskcore_api.auth import Principal
 from taskcore_api.deps import Deps
@@ -82,7 +83,7 @@ async def _answer_replays(deps: Deps, slots: list[_Slot]) -> None:
         old = existing.get(slot.new.task_id)
         if old is None:
             continue
-        if old.get("request_hash") != slot.new.request_hash:
+        if ExecState.of(old).request_hash != slot.new.request_hash:
             slot.result = _rejected(conflict())
         else:
             slot.result = BatchAccepted(task=view_of(old))

@@ -18,6 +18,7 @@ from taskcore.adapters.mongo import Doc, doc_to_task
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import Tier
 from taskcore.submission import NewTask, Submitted, idempotent_task_id, request_hash, submit_tasks
+from taskcore.taskdoc import STATE_FIELDS, ExecState
 
 from taskcore_api.auth import Principal
 from taskcore_api.deps import Deps
@@ -112,8 +113,7 @@ async def existing_docs(deps: Deps, ids: list[str]) -> dict[str, Doc]:
     """Tasks that already exist under these (idempotency-derived) ids."""
     if not ids:
         return {}
-    cursor = deps.store.tasks.find({"_id": {"$in": ids}}, {**VIEW_FIELDS, "request_hash": 1})
-    return {d["_id"]: d async for d in cursor}
+    return await deps.store.documents.get_many(ids, {**VIEW_FIELDS, **STATE_FIELDS})
 
 
 async def create(deps: Deps, principal: Principal, news: list[NewTask]) -> list[Submitted]:
@@ -168,7 +168,7 @@ async def _store_or_find(deps: Deps, principal: Principal, new: NewTask, keyed: 
 
 
 def _replay(old: Doc, new: NewTask) -> Accepted:
-    if old.get("request_hash") != new.request_hash:
+    if ExecState.of(old).request_hash != new.request_hash:
         metrics.SUBMISSIONS_REJECTED.labels("idempotency_conflict").inc()
         raise conflict()
     return Accepted(view_of(old), replayed=True)

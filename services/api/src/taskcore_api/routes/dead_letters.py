@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ValidationError
 from taskcore.submission import request_hash
+from taskcore.taskdoc import ExecState
 
 from taskcore_api.auth import Principal, require_admin
 from taskcore_api.deadletters.actions import DeadLetterActions
@@ -201,7 +202,7 @@ async def bulk_replay(
         by=principal.user_id,
         request_hash=request_hash(body.model_dump(mode="json")),
     )
-    if not created and job.get("request_hash") != request_hash(body.model_dump(mode="json")):
+    if not created and job.get("body_hash") != request_hash(body.model_dump(mode="json")):
         raise ApiError(
             409,
             "idempotency_conflict",
@@ -276,7 +277,7 @@ def _linked(task: dict[str, Any]) -> LinkedTask:
         attempts=int(task.get("attempts") or 0),
         retry_count=int(task.get("retry_count") or 0),
         max_attempts=int(task.get("max_attempts") or 0),
-        replays=int((task.get("dlq") or {}).get("replays") or 0),
+        replays=ExecState.of(task).replays,
     )
 
 
