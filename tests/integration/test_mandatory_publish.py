@@ -96,7 +96,7 @@ async def test_a_task_submitted_while_its_queue_is_unbound_is_dispatched_once_it
 ) -> None:
     # Given a paid queue that tasks.exchange cannot route to
     await unbind_paid_queue(connection)
-    relay = OutboxRelay(store, publisher, after_s=0.0, interval_s=1.0)
+    relay = OutboxRelay(store.documents, publisher, after_s=0.0, interval_s=1.0)
     before = returned(TASKS_EXCHANGE, "error")
 
     # When a task is submitted, and the relay tries again
