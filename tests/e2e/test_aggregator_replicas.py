@@ -203,7 +203,12 @@ async def settle(
             # The scenario's expectation is the fold of the same events, in order.
             return await differing_tasks(d.store, list(expected), expected)
 
-        await wait_or_explain(as_expected, unexpected, within=90, what="the projections")
+        await wait_or_explain(
+            as_expected,
+            unexpected,
+            within=90,
+            what=f"the projections ({len(aggregators)} aggregators)",
+        )
 
         async def parents_closed() -> bool:
             return not await open_parents(d.store, parents)
