@@ -41,9 +41,12 @@ install: $(VENV)/.installed
 # `make lock LOCK_ARGS=--upgrade`, or `LOCK_ARGS="--upgrade-package fastapi"`.
 LOCK_FLAGS = --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
 LOCK_ARGS ?=
-lock: install
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements-dev.lock
-	$(VENV)/bin/uv pip compile pyproject.toml -c requirements-dev.lock $(LOCK_FLAGS) -o requirements.lock
+UV = $(VENV)/bin/uv
+# Not after `install`: a lock that misses a new dependency cannot install (pip check).
+lock:
+	test -x $(UV) || { test -x $(PYTHON) || python3 -m venv $(VENV); $(PYTHON) -m pip install -q uv; }
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements-dev.lock
+	$(UV) pip compile pyproject.toml -c requirements-dev.lock $(LOCK_FLAGS) -o requirements.lock
 
 dev: install
 	./scripts/ensure-rabbitmq
@@ -63,6 +66,7 @@ typecheck: install
 test: install
 	./scripts/ensure-rabbitmq
 	./scripts/ensure-promtool
+	./scripts/ensure-chromium
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test-unit: install

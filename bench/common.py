@@ -39,6 +39,8 @@ DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 COUNTED = {
     "taskcore_amqp_messages_published_total": "exchange",
     "taskcore_store_commands_total": "command",
+    "taskcore_store_documents_total": "kind",
+    "taskcore_store_bytes_written_total": "",
 }
 CounterKey = tuple[str, str, str]  # (service, counter, label value)
 
@@ -145,6 +147,8 @@ def stack_env(
         "TASKCORE_API_KEYS": json.dumps(
             {BENCH_API_KEY: {"user_id": BENCH_USER, "role": "admin", "tier": "paid"}}
         ),
+        # Documents and bytes written per task are part of what the benchmarks print.
+        "TASKCORE_STORE_ACCOUNTING": "1",
         # Logs are part of the cost being measured; keep them to what an operator would.
         "TASKCORE_LOG_FORMAT": "json",
         "TASKCORE_LOG_LEVEL": "WARNING",
@@ -280,6 +284,8 @@ def format_counts(counts: Mapping[str, Mapping[str, float]], extra: Mapping[str,
     titles = {
         "taskcore_amqp_messages_published_total": "broker messages published per task",
         "taskcore_store_commands_total": "store round trips per task",
+        "taskcore_store_documents_total": "store documents per task",
+        "taskcore_store_bytes_written_total": "bytes written to the store per task",
     }
     lines = []
     for counter, rows in counts.items():
@@ -400,7 +406,8 @@ class Profiler:
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[Profiler]:
-        exe = shutil.which("py-spy")
+        beside = Path(sys.executable).with_name("py-spy")  # the venv's, when not on PATH
+        exe = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
         if exe is None:
             raise RuntimeError("py-spy is not installed (pip install py-spy)")
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,9 @@ async def sse_gauge(client: httpx.AsyncClient) -> float:
 async def test_two_hundred_streams_share_one_subscription_and_poll_nothing(
     settings: Settings, pipeline: dict[str, ServiceProcess], lookups: TaskLookups
 ) -> None:
-    async with running_api(settings.model_copy(update={"sse_ping_seconds": 5.0})) as api:
+    # One user holds every stream here: above the per-user cap's default of 100.
+    overrides = {"sse_ping_seconds": 5.0, "max_streams_per_user": 1000}
+    async with running_api(settings.model_copy(update=overrides)) as api:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
         async with api.client(ALICE, limits=limits, timeout=60) as client:
             batch = await client.post(

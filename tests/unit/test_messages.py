@@ -92,6 +92,8 @@ def test_a_committed_event_becomes_a_cloudevent_that_the_sdk_reads_back() -> Non
         "status": "COMPLETED",
         "parent_task_id": "p-1",
         "root_task_id": "r-1",
+        "labels": {},
+        "team_id": None,
         "sequence": 1003,
         "result": {"answer": 42},
     }

@@ -136,7 +136,7 @@ async def test_a_crash_between_append_and_projection_heals_on_redelivery(
     # Given every event appended to the log by an aggregator that died before projecting
     appended = await Projector(store, Retention(timedelta(days=1))).append(scenario.events)
     assert appended == set()
-    assert all(d["version"] == 0 for d in (await store.tasks.find({}).to_list(None)))
+    assert all(d["version"] == 1 for d in (await store.tasks.find({}).to_list(None)))
     # When the events are redelivered
     async with running_aggregator(settings):
         await publish(publisher, in_messages(scenario.events, rng))

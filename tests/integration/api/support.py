@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,19 +13,38 @@ from typing import Any
 import aio_pika
 import aio_pika.abc
 import httpx
+import jwt
 from taskcore.settings import ApiKey, Settings
 from taskcore.standin import free_port
 from taskcore.testing import wait_for_async
 from taskcore_api.main import serve
 
-ALICE = "key-alice"  # user, paid
-BOB = "key-bob"  # user, free
+ALICE = "key-alice"  # user, paid, team t1
+BOB = "key-bob"  # user, free, no team
 ROOT = "key-root"  # admin
+CAROL = "key-carol"  # user, team t1 (alice's teammate)
+DAVE = "key-dave"  # user, team t2
 API_KEYS = {
-    ALICE: ApiKey(user_id="alice", role="user", tier="paid"),
+    ALICE: ApiKey(user_id="alice", role="user", tier="paid", teams=["t1"]),
     BOB: ApiKey(user_id="bob", role="user", tier="free"),
     ROOT: ApiKey(user_id="root", role="admin", tier="paid"),
+    CAROL: ApiKey(user_id="carol", role="user", tier="paid", teams=["t1"]),
+    DAVE: ApiKey(user_id="dave", role="user", tier="paid", teams=["t2"]),
 }
+JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
+
+
+def jwt_for(key: ApiKey, secret: str = JWT_SECRET, **claims: Any) -> str:
+    """A JWT for the same identity as an API key (HS256, valid for an hour)."""
+    payload: dict[str, Any] = {
+        "sub": key.user_id,
+        "role": key.role,
+        "tier": key.tier,
+        "teams": key.teams,
+        "exp": int(time.time()) + 3600,
+        **claims,
+    }
+    return jwt.encode(payload, secret, algorithm="HS256")
 
 
 def auth(key: str) -> dict[str, str]:
@@ -93,7 +113,7 @@ class RunningApi:
     settings: Settings
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
-        headers = auth(key) if key else {}
+        headers = {**(auth(key) if key else {}), **kwargs.pop("headers", {})}
         kwargs.setdefault("timeout", 30)
         return httpx.AsyncClient(base_url=self.url, headers=headers, **kwargs)
 
@@ -104,7 +124,8 @@ StartApi = Callable[..., Awaitable[RunningApi]]
 @contextlib.asynccontextmanager
 async def running_api(settings: Settings) -> AsyncIterator[RunningApi]:
     """The API service body in this event loop, serving real HTTP on a free port."""
-    settings = settings.model_copy(update={"api_keys": API_KEYS, "port": free_port()})
+    keys = settings.api_keys or API_KEYS
+    settings = settings.model_copy(update={"api_keys": keys, "port": free_port()})
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, stop))
     url = f"http://127.0.0.1:{settings.port}"

@@ -26,6 +26,7 @@ OUR_PATHS = {
     "/v1/tasks/{task_id}/events": {"get"},
     "/v1/tasks/{task_id}/stream": {"get"},
     "/v1/tasks/{task_id}/cancel": {"post"},
+    "/v1/tasks/{task_id}/stream-token": {"post"},
     "/v1/task-types": {"get"},
 }
 

@@ -153,6 +153,15 @@ AMQP_RETURNED = Counter(
 STORE_COMMANDS = Counter(
     "taskcore_store_commands_total", "MongoDB commands (round trips) sent.", ["command"]
 )
+STORE_DOCUMENTS = Counter(
+    "taskcore_store_documents_total",
+    "Documents the store reported written (inserted, modified, deleted) or read.",
+    ["kind"],
+)
+STORE_BYTES_WRITTEN = Counter(
+    "taskcore_store_bytes_written_total",
+    "BSON size of the write commands sent (only with TASKCORE_STORE_ACCOUNTING).",
+)
 OUTBOX_REPUBLISHED = Counter(
     "taskcore_outbox_republished_total", "Outbox entries the relay had to re-send."
 )

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -27,6 +28,57 @@ from taskcore.tracing import current_trace_id
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 _CONTEXT_FIELDS = ("task_id", "task_type", "trace_id", "user_id", "event_id")
+
+# ---- secrets never reach a log line ------------------------------------------------------
+# URL passwords (mongodb://user:PASSWORD@host, amqp://...), bearer credentials, and the
+# usual key/token/secret/password assignments in headers, query strings, JSON and env
+# dumps (not counts such as ``prompt_tokens=12``). Applied by a filter on every handler,
+# to the whole rendered line.
+_REDACTED = "***"
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # scheme://user:password@host -> scheme://user:***@host
+    (re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?=@)"), r"\g<pre>***"),
+    # Authorization: Bearer <token> / Basic <credentials>
+    (re.compile(r"(?i)\b(?P<pre>(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"), r"\g<pre>***"),
+    # api_key=..., "token": "...", password: ..., secret=..., ?token=...
+    (
+        re.compile(
+            r"(?i)(?P<pre>\b[\w-]*(?:api[_-]?key|token|secret|password|passwd)(?!s)[\w-]*"
+            r"[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)[^\s\"'&,;}]+"
+        ),
+        r"\g<pre>***",
+    ),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret it recognisably contains replaced by ``***``."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_url(url: str | None) -> str:
+    """A URL fit for a message: its password (if any) replaced by ``***``."""
+    return redact(url or "")
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record so that its message, arguments and exception text carry no
+    secret: the record is rendered once here and its ``msg`` replaced by the redacted
+    text, so every formatter downstream sees only that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed log call: keep it, as logging itself would
+            message = str(record.msg)
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,7 +102,9 @@ class JsonFormatter(logging.Formatter):
                 entry[field] = value
         if "trace_id" not in entry and (trace_id := current_trace_id()):
             entry["trace_id"] = trace_id
-        if record.exc_info:
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
@@ -66,6 +120,7 @@ def configure_logging(service: str, settings: Settings) -> None:
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
         )
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

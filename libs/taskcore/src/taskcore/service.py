@@ -17,7 +17,7 @@ from pymongo.errors import PyMongoError
 from taskcore.adapters.mongo import Store, connect_mongo
 from taskcore.adapters.rabbit import BrokerUnavailable
 from taskcore.messages.topology import TopologyMismatch, TopologyMissing
-from taskcore.observability import configure_logging
+from taskcore.observability import configure_logging, redact_url
 from taskcore.settings import DEFAULT_PORTS, Settings
 from taskcore.tracing import setup_tracing
 
@@ -30,6 +30,10 @@ class StoreUnavailable(RuntimeError):
     pass
 
 
+class ConfigurationError(RuntimeError):
+    """The service's configuration is wrong; the message says which setting and why."""
+
+
 async def open_store(settings: Settings) -> Store:
     """Connect to MongoDB and create indexes, failing fast with one clear sentence."""
     if not settings.mongo_url:
@@ -37,14 +41,16 @@ async def open_store(settings: Settings) -> Store:
             "MONGO_URL is not set; point it at MongoDB (or run `taskcore dev`, which starts "
             "an embedded stand-in)."
         )
-    store = Store(connect_mongo(settings.mongo_url), settings.mongo_db)
+    client = connect_mongo(settings.mongo_url, bytes_written=settings.store_accounting)
+    store = Store(client, settings.mongo_db)
     try:
         await store.ping()
         await store.ensure_indexes()
     except PyMongoError as exc:
         await store.close()
         raise StoreUnavailable(
-            f"MongoDB is not reachable at {settings.mongo_url} ({exc.__class__.__name__}); "
+            f"MongoDB is not reachable at {redact_url(settings.mongo_url)} "
+            f"({exc.__class__.__name__}); "
             "start it or set MONGO_URL."
         ) from exc
     return store
@@ -61,7 +67,13 @@ def run_service(service: str, body: ServiceBody, settings: Settings | None = Non
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_main(service, body, settings))
-    except (BrokerUnavailable, StoreUnavailable, TopologyMismatch, TopologyMissing) as exc:
+    except (
+        BrokerUnavailable,
+        StoreUnavailable,
+        ConfigurationError,
+        TopologyMismatch,
+        TopologyMissing,
+    ) as exc:
         print(f"taskcore {service}: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -13,9 +13,10 @@ Tier = Literal["free", "paid"]
 
 
 class ApiKey(BaseModel):
-    user_id: str
+    user_id: str = Field(min_length=1)
     role: Role = "user"
     tier: Tier = "paid"
+    teams: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     prefetch: int = 128
     lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 20.0
+    # An attempt's task.started goes out on its own only once it has run this long; a
+    # faster one carries it with its outcome (one message and one fold for both).
+    started_delay_ms: float = Field(default=50.0, ge=0, le=10_000)
     disable_diag: bool = False
 
     # Outbox relay: how old an unfolded outbox entry must be before it is re-sent. Long
@@ -69,6 +73,30 @@ class Settings(BaseSettings):
     quota_paid_per_day: int | None = Field(default=None, ge=0)
     # API: seconds between keep-alive comments on Server-Sent Events streams.
     sse_ping_seconds: float = Field(default=15.0, gt=0)
+    # API: open event streams and ?wait= submissions per user and API process (429 beyond).
+    max_streams_per_user: int = Field(default=100, ge=1)
+    max_waits_per_user: int = Field(default=100, ge=1)
+
+    # API identity. Keys may also come from a JSON file (same shape as api_keys, keys
+    # optionally "sha256:<hex>"), re-read when it changes (polled) and on SIGHUP.
+    api_keys_file: str | None = None
+    api_keys_poll_seconds: float = Field(default=1.0, gt=0)
+    # JWTs: HS256 with the secret, or RS256/ES256 with the PEM public key.
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0)
+    # Browsers: CORS origins (comma-separated) and the secret that signs stream tokens
+    # (random per process when unset: replicas behind one address must share one).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    stream_token_secret: str | None = None
+
+    # Batching without timers: a batch is whatever arrived while the previous one was being
+    # written or confirmed. These add a wait before each batch, for benchmarks comparing
+    # with timer-based batching; 0 (the default) adds none.
+    emit_linger_ms: float = Field(default=0.0, ge=0, le=1000)
+    fold_flush_ms: float = Field(default=0.0, ge=0, le=1000)
 
     # Every consumer: a message with a larger body is dead-lettered (reason too_large)
     # before it is parsed.
@@ -76,7 +104,9 @@ class Settings(BaseSettings):
 
     # Aggregator
     fold_batch_size: int = 500
-    fold_flush_ms: float = 5.0
+
+    # Benchmarks: also measure the size of every write command sent to the store.
+    store_accounting: bool = False
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -88,7 +118,7 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else {}
         return value
 
-    @field_validator("plugins", mode="before")
+    @field_validator("plugins", "cors_origins", mode="before")
     @classmethod
     def _parse_plugins(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -27,6 +27,12 @@ class AggregatorSettings(BaseSettings):
     watchdog_stale_seconds: float = Field(default=10.0, ge=0)
     # Committed events per hand-off message to the event bridge.
     handoff_chunk: int = Field(default=500, ge=1)
+    # Task documents remembered after a fold, so the next events of the same tasks fold
+    # without reading them again (0: read every time).
+    fold_cache_size: int = Field(default=10_000, ge=0)
+    # How long a folded event's outbox entry may wait for its task's next projection
+    # write before it is cleared on its own (well under the relay's re-send age).
+    outbox_clear_delay_seconds: float = Field(default=1.0, ge=0, le=10)
 
     @property
     def progress_retention(self) -> timedelta:

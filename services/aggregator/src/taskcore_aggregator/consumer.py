@@ -58,7 +58,12 @@ class Aggregator:
         self.store = store
         self.connection = connection
         self.publisher = publisher
-        self.projector = Projector(store, Retention(config.progress_retention))
+        self.projector = Projector(
+            store,
+            Retention(config.progress_retention),
+            known_capacity=config.fold_cache_size,
+            clear_after_s=config.outbox_clear_delay_seconds,
+        )
         self.parents = ParentRefresher(
             store, publisher, min_interval_s=config.parent_recount_interval_seconds
         )
@@ -72,6 +77,7 @@ class Aggregator:
         self._buffered_events = 0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
@@ -88,6 +94,7 @@ class Aggregator:
             asyncio.create_task(self._run(), name="fold"),
             asyncio.create_task(self.parents.run_forever(), name="parent-recounts"),
             asyncio.create_task(self.watchdog.run_forever(), name="watchdog"),
+            asyncio.create_task(self._clear_outboxes(), name="outbox-clears"),
         ]
         self._tag = await self._queue.consume(self._on_message)
 
@@ -101,6 +108,7 @@ class Aggregator:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._tag)
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         self.parents.stop()
         self.watchdog.stop()
@@ -110,6 +118,19 @@ class Aggregator:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def _clear_outboxes(self) -> None:
+        """Clear the outbox entries no projection write took along (``DeferredClears``)."""
+        period = max(0.05, self.config.outbox_clear_delay_seconds / 2)
+        while not self._stopping:
+            try:
+                await self.projector.flush_clears()
+            except Exception:
+                log.exception("Clearing folded outbox entries failed; it will try again.")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), period)
+        with contextlib.suppress(Exception):
+            await self.projector.flush_clears(everything=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if await dead_letter_if_too_large(
@@ -131,9 +152,11 @@ class Aggregator:
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
-            if self._buffered_events < self.settings.fold_batch_size and not self._stopping:
-                # The batching window: a short wait lets a burst fold as one batch.
-                await asyncio.sleep(self.settings.fold_flush_ms / 1000)
+            linger = self.settings.fold_flush_ms
+            if linger and self._buffered_events < self.settings.fold_batch_size:
+                # A comparison knob (0 by default): without it a batch is whatever arrived
+                # while the previous one was being folded, and an idle event waits for nothing.
+                await asyncio.sleep(linger / 1000)
             batch = self._take_batch()
             if batch:
                 await self._process(batch)

@@ -1,9 +1,8 @@
 """The fold as the aggregator and ``taskcore rebuild`` both apply it, and what it writes.
 
 One rule for both, so a rebuild equals the live projection: a task's projection is the
-fold of its logged events in sequence order, starting from the API's pre-written
-projection while that is still at ``version`` 0 (its ``task.submitted`` may not be in the
-log yet, but the document already holds exactly ``fold([submitted])``).
+fold of its logged events in sequence order. The API inserts a task's document holding
+exactly ``fold([submitted])``, so the fold of its submission changes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from taskcore.domain.upcasting import upcast
 from taskcore.messages.envelope import CommittedEvent
 
 # The task fields each committed event hands to the bridge (see messages.cloudevents).
-_HANDOFF_FIELDS = ("task_type", "user_id", "parent_task_id", "root_task_id")
+_HANDOFF_FIELDS = ("task_type", "user_id", "parent_task_id", "root_task_id", "labels", "team_id")
 
 
 def state_of(doc: Doc | None) -> Task | None:
@@ -29,11 +28,6 @@ def state_of(doc: Doc | None) -> Task | None:
     if doc is None or "task_type" not in doc:
         return None
     return doc_to_task(doc)
-
-
-def seed_of(stored: Task | None) -> Task | None:
-    """Where a full re-fold starts: the pre-written projection until it is reconciled."""
-    return stored if stored is not None and stored.version == 0 else None
 
 
 def fold_from(

@@ -17,34 +17,42 @@ arrives later re-folds into place, and a terminal state absorbs everything but a
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pymongo.errors import BulkWriteError
 from taskcore import metrics
-from taskcore.adapters.mongo import Doc, Store, event_to_doc
-from taskcore.domain.events import TaskEvent, event_id_for
+from taskcore.adapters.mongo import Doc, Store, event_to_doc, projection_of, task_to_doc
+from taskcore.domain.events import EventType, TaskEvent, event_id_for
+from taskcore.domain.evolve import evolve
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import Task
 from taskcore.messages.envelope import CommittedEvent
 from taskcore.taskdoc import ExecState, Op
-from taskcore.taskdoc.operations import outbox_entry, write_projection
+from taskcore.taskdoc.operations import outbox_entry, revision, without_outbox, write_projection
 from taskcore.tracing import start_span
 
 from taskcore_aggregator.projection import (
     at_store_precision,
+    committed_item,
     fold_from,
     load_logs,
     merged,
     projection_update,
-    seed_of,
     state_of,
 )
 from taskcore_aggregator.retention import Retention
 
 log = logging.getLogger(__name__)
+
+# A fold reads whole documents (``pending_submitted`` needs the outbox) but remembers them
+# without their outbox (``KnownDocuments``).
+READ_FIELDS = None
 
 MAX_CONFLICT_ROUNDS = 8
 DUPLICATE_KEY = 11000
@@ -68,24 +76,38 @@ class _Plan:
     after: Task
     items: list[CommittedEvent]
     write: Op | None
+    cleared: list[str]  # the outbox entries this batch may clear
 
 
 class Projector:
-    def __init__(self, store: Store, retention: Retention) -> None:
+    def __init__(
+        self,
+        store: Store,
+        retention: Retention,
+        *,
+        known_capacity: int = 10_000,
+        clear_after_s: float = 1.0,
+    ) -> None:
         self.store = store
         self.retention = retention
+        self.known = KnownDocuments(known_capacity)
+        self.clears = DeferredClears(clear_after_s)
 
     async def fold_batch(self, events: list[TaskEvent]) -> FoldResult:
         unique = {e.event_id: e for e in events}
-        docs = await self._documents({e.task_id for e in unique.values()})
-        for doc in docs.values():
+        by_task = _by_task(unique.values())
+        docs, assumed = self._known_or_assumed(by_task)
+        read = await self._read([t for t in by_task if t not in docs])
+        docs.update(read)
+        for doc in read.values():
             submitted = pending_submitted(doc)
             if submitted is not None:
                 unique.setdefault(submitted.event_id, submitted)
         duplicates = await self.append(list(unique.values()))
-        pending: dict[str, list[TaskEvent]] = defaultdict(list)
-        for e in unique.values():
-            pending[e.task_id].append(e)
+        # A task assumed new whose submission was logged before is not new: read it.
+        seen = {t for t in assumed if any(e.event_id in duplicates for e in by_task[t])}
+        docs.update(await self._read(list(seen)))
+        pending = _by_task(unique.values())
         result = FoldResult()
         wire = {e.event_id for e in events}
         for _ in range(MAX_CONFLICT_ROUNDS):
@@ -98,8 +120,32 @@ class Projector:
         metrics.FOLD_BATCH_SIZE.observe(len(events))
         return result
 
-    async def _documents(self, task_ids: set[str]) -> dict[str, Doc]:
-        return await self.store.documents.get_many(list(task_ids))
+    def _known_or_assumed(
+        self, by_task: dict[str, list[TaskEvent]]
+    ) -> tuple[dict[str, Doc], set[str]]:
+        """Documents the batch can fold without reading them: those this aggregator wrote
+        or read lately, and new tasks, whose document the API inserted as the fold of the
+        ``task.submitted`` this batch holds (checked by the write's condition, and by the
+        log: a submission that turns out to be logged already means a read)."""
+        docs: dict[str, Doc] = {}
+        assumed: set[str] = set()
+        for task_id, events in by_task.items():
+            known = self.known.get(task_id)
+            if known is not None:
+                docs[task_id] = known
+                continue
+            submitted = next((e for e in events if e.type is EventType.SUBMITTED), None)
+            initial = None
+            if submitted is not None:
+                with contextlib.suppress(Exception):  # unfoldable: the read path says so
+                    initial = evolve(None, submitted)
+            if initial is not None:
+                docs[task_id] = task_to_doc(initial)
+                assumed.add(task_id)
+        return docs, assumed
+
+    async def _read(self, task_ids: list[str]) -> dict[str, Doc]:
+        return await self.store.documents.get_many(task_ids, READ_FIELDS) if task_ids else {}
 
     async def append(self, events: list[TaskEvent]) -> set[str]:
         """Insert into the log; returns the ids that were already there."""
@@ -128,7 +174,7 @@ class Projector:
         result: FoldResult,
     ) -> dict[str, list[TaskEvent]]:
         """Fold and write each task's projection; returns the tasks that hit a conflict."""
-        docs = docs or await self._documents(set(by_task))
+        docs = docs or await self._read(list(by_task))
         plans: dict[str, _Plan] = {}
         refold: list[str] = []
         for task_id, new in by_task.items():
@@ -139,13 +185,18 @@ class Projector:
                 continue
             try:
                 stored = state_of(doc)
+                # The event a projection's version names is in it already (sequences are
+                # unique per task): a submission folded into its own document, or a
+                # redelivery of the last event folded. It is handed on, not refolded.
+                folded = [e for e in new if stored is not None and e.sequence == stored.version]
+                rest = [e for e in new if e not in folded]
                 if stored is not None and all(
-                    e.event_id not in duplicates and e.sequence > stored.version for e in new
+                    e.event_id not in duplicates and e.sequence > stored.version for e in rest
                 ):
-                    after, items = fold_from(stored, new)
+                    after, items = fold_from(stored, rest)
                     if after is not None:
-                        write = _write_for(doc, stored, after, new, wire)
-                        plans[task_id] = _Plan(stored, after, items, write)
+                        items = [committed_item(e, stored) for e in folded] + items
+                        plans[task_id] = self._plan(doc, stored, after, items, new, wire)
                 else:
                     refold.append(task_id)
             except Exception:
@@ -159,6 +210,30 @@ class Projector:
                 result.touched[task_id] = plan.after
                 _observe(plan)
         return {t: by_task[t] for t in conflicts}
+
+    def _plan(
+        self,
+        doc: Doc,
+        stored: Task | None,
+        after: Task,
+        items: list[CommittedEvent],
+        new: list[TaskEvent],
+        wire: set[str],
+    ) -> _Plan:
+        """The write that takes the document from ``stored`` to ``after``, if any.
+
+        Outbox entries are cleared only for events that came over the wire: an entry's
+        event arriving proves its dispatch was published, a copy taken from the outbox
+        does not. A batch that changes nothing in the projection leaves its clears for
+        the task's next write (or ``flush_clears``), so a ``task.submitted`` folded into
+        an unchanged projection costs no write of its own.
+        """
+        cleared = [e.event_id for e in new if e.event_id in wire]
+        fields = projection_update(stored, after)
+        if not fields:
+            return _Plan(stored, after, items, None, cleared)
+        write = write_projection(doc, fields, [*cleared, *self.clears.pending(doc["_id"])])
+        return _Plan(stored, after, items, write, cleared)
 
     async def _refold(
         self,
@@ -175,54 +250,135 @@ class Projector:
             try:
                 stored = state_of(doc)
                 events = merged(logs[task_id], new)
-                after, items = fold_from(seed_of(stored), events, {e.event_id for e in new})
+                after, items = fold_from(None, events, {e.event_id for e in new})
             except Exception:
                 _unfoldable(result, task_id)
                 continue
             if after is not None:
-                write = _write_for(doc, stored, after, new, wire)
-                plans[task_id] = _Plan(stored, after, items, write)
+                plans[task_id] = self._plan(doc, stored, after, items, new, wire)
 
     async def _write(self, plans: dict[str, _Plan], docs: dict[str, Doc]) -> set[str]:
         writes = [p.write for p in plans.values() if p.write is not None]
-        if await self.store.documents.write_projections(writes) == len(writes):
-            return set()
-        # Another writer (a replica, a rebuild) got there first. A task is settled only if
-        # the stored projection already says what ours says; the others fold again.
-        written = [t for t, p in plans.items() if p.write is not None]
-        current = await self.store.documents.get_many(written)
-        return {
-            t
-            for t in written
-            if t not in current or projection_update(state_of(current[t]), plans[t].after)
+        conflicts: set[str] = set()
+        if await self.store.documents.write_projections(writes) != len(writes):
+            # Another writer (a replica, a rebuild) got there first. A task is settled only
+            # if the stored projection already says what ours says; the others fold again.
+            written = [t for t, p in plans.items() if p.write is not None]
+            current = await self._read(written)
+            conflicts = {
+                t
+                for t in written
+                if t not in current or projection_update(state_of(current[t]), plans[t].after)
+            }
+        for task_id, plan in plans.items():
+            if task_id in conflicts:
+                self.known.drop(task_id)
+                continue
+            doc = docs[task_id]
+            if plan.write is None:
+                self.clears.add(task_id, plan.cleared)
+                self.known.put(task_id, doc)
+            else:
+                self.clears.done(task_id)
+                self.known.put(task_id, _after_write(doc, plan.after))
+        return conflicts
+
+    async def flush_clears(self, *, everything: bool = False) -> int:
+        """Write the outbox clears left pending longer than their delay (or all of them);
+        returns how many tasks' entries were cleared."""
+        due = self.clears.due(everything=everything)
+        if due:
+            await self.store.documents.clear_outboxes(due)
+        return len(due)
+
+
+class KnownDocuments:
+    """The projections (and write counters) this aggregator last read or wrote, so the
+    next batch of the same tasks folds without reading their documents again.
+
+    Safe because every projection write stays conditional on the document's ``fold_rev``:
+    an entry another writer made stale (a replica, a rebuild) costs one conflict and a
+    fresh read, never a wrong projection. Bounded, least recently used first out.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._docs: OrderedDict[str, Doc] = OrderedDict()
+
+    def get(self, task_id: str) -> Doc | None:
+        doc = self._docs.get(task_id)
+        if doc is not None:
+            self._docs.move_to_end(task_id)
+        return doc
+
+    def put(self, task_id: str, doc: Doc) -> None:
+        if self.capacity <= 0:
+            return
+        self._docs[task_id] = without_outbox(doc)
+        self._docs.move_to_end(task_id)
+        while len(self._docs) > self.capacity:
+            self._docs.popitem(last=False)
+
+    def drop(self, task_id: str) -> None:
+        self._docs.pop(task_id, None)
+
+
+class DeferredClears:
+    """Outbox entries whose events are folded but whose clearing waits for the task's next
+    projection write, or ``delay_s``, whichever comes first. Lost with a crash, they cost
+    the relay one re-send of events the log already holds (a duplicate, which folds to
+    nothing)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self._pending: dict[str, tuple[float, set[str]]] = {}
+
+    def add(self, task_id: str, event_ids: list[str]) -> None:
+        if event_ids:
+            since, ids = self._pending.get(task_id, (time.monotonic(), set()))
+            self._pending[task_id] = (since, ids | set(event_ids))
+
+    def pending(self, task_id: str) -> list[str]:
+        return sorted(self._pending.get(task_id, (0.0, set()))[1])
+
+    def done(self, task_id: str) -> None:
+        self._pending.pop(task_id, None)
+
+    def due(self, *, everything: bool = False) -> dict[str, list[str]]:
+        cutoff = time.monotonic() - self.delay_s
+        due = {
+            task_id: sorted(ids)
+            for task_id, (since, ids) in self._pending.items()
+            if everything or since <= cutoff
         }
+        for task_id in due:
+            del self._pending[task_id]
+        return due
+
+
+def _by_task(events: Iterable[TaskEvent]) -> dict[str, list[TaskEvent]]:
+    grouped: dict[str, list[TaskEvent]] = defaultdict(list)
+    for e in events:
+        grouped[e.task_id].append(e)
+    return grouped
+
+
+def _after_write(doc: Doc, after: Task) -> Doc:
+    """What the document holds once a projection write from ``doc`` to ``after`` landed."""
+    rev = ExecState.of(doc).fold_rev or 0
+    return {**doc, **projection_of(after), **revision(rev + 1)}
 
 
 def pending_submitted(doc: Doc) -> TaskEvent | None:
-    """The ``task.submitted`` of a task whose projection the API pre-wrote (version 0).
+    """The ``task.submitted`` of a task whose submission is still in its outbox.
 
     Another event of the task may arrive before its submitted event. The API's outbox
-    entry holds that very event, so it is logged along with the first one that arrives:
-    the log then always starts with the submission, and the fold of the log equals the
-    projection from the first write on.
+    entry holds that very event, so it is logged along with the first one that arrives
+    (a duplicate if it was logged already): the log then always starts with the
+    submission, and the fold of the log equals the projection from the first write on.
     """
-    if doc.get("version") != 0:
-        return None
     entry = outbox_entry(doc, event_id_for(doc["_id"], 1))
     return None if entry is None else at_store_precision(entry.event)
-
-
-def _write_for(
-    doc: Doc, stored: Task | None, after: Task, new: list[TaskEvent], wire: set[str]
-) -> Op | None:
-    """The conditional update that takes the document from ``stored`` to ``after``.
-
-    Outbox entries are cleared only for events that came over the wire: an entry's event
-    arriving proves its dispatch was published, a copy taken from the outbox does not.
-    """
-    outbox = ExecState.of(doc).outbox
-    folded = [e.event_id for e in new if e.event_id in outbox and e.event_id in wire]
-    return write_projection(doc, projection_update(stored, after), folded)
 
 
 def _observe(plan: _Plan) -> None:

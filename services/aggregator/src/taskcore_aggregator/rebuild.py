@@ -24,7 +24,6 @@ from taskcore_aggregator.projection import (
     fold_from,
     load_logs,
     projection_update,
-    seed_of,
     state_of,
 )
 
@@ -112,7 +111,7 @@ async def _rebuild_task(
 ) -> Task | None:
     for _ in range(MAX_ATTEMPTS):
         stored = state_of(doc)
-        after, _items = fold_from(seed_of(stored), events)
+        after, _items = fold_from(None, events)
         if after is None:
             return None  # nothing submitted in the log: leave the document alone
         if doc is None:

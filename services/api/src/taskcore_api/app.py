@@ -6,11 +6,13 @@ import json
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from taskcore import __version__
 from taskcore.observability import ReadinessCheck, add_health_routes
 
+from taskcore_api.auth import AuthenticationMiddleware
 from taskcore_api.body_limit import (
     BATCH_LIMIT,
     DEFAULT_LIMIT,
@@ -21,34 +23,54 @@ from taskcore_api.body_limit import (
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ERRORS, install_error_handlers
 from taskcore_api.request_metrics import RequestMetricsMiddleware
-from taskcore_api.routes import stream, task_types, tasks
+from taskcore_api.routes import console, stream, task_types, tasks
 from taskcore_api.routes.dead_letters import router as dead_letters_router
-from taskcore_api.schemas import BatchItem, StreamEvent
+from taskcore_api.schemas import BatchItem, BatchRequest, StreamEvent
 
 DESCRIPTION = f"""\
 Event-sourced background tasks: submit, follow, cancel, replay.
 
-**Authentication.** Every `/v1` route takes `Authorization: Bearer <api key>`. Keys come
-from `TASKCORE_API_KEYS`, a JSON object mapping each key to its holder:
-`{{"<key>": {{"user_id": "alice", "role": "user", "tier": "free"}}}}` (`role`: `user` or
-`admin`, default `user`; `tier`: `free` or `paid`, default `paid`). A missing or unknown
-key is a 401. A user sees and acts on only their own tasks (another user's task is a
-404); an admin sees all.
+**Authentication.** Every `/v1` route takes `Authorization: Bearer <api key or JWT>`,
+checked before the body is read. Keys come from `TASKCORE_API_KEYS` (and the reloadable
+`TASKCORE_API_KEYS_FILE`), a JSON object mapping each key (or `sha256:<hex>` of it) to its
+holder: `{{"<key>": {{"user_id": "alice", "role": "user", "tier": "free", "teams": ["t1"]}}}}`
+(`role`: `user` or `admin`, default `user`; `tier`: `free` or `paid`, default `paid`).
+JWTs (HS256 with `TASKCORE_JWT_SECRET`, RS256/ES256 with `TASKCORE_JWT_PUBLIC_KEY`) carry
+`sub`, and optionally `role`, `tier` and `teams`. A missing, unknown, expired or wrongly
+signed credential is a 401.
+
+**Access.** A user sees and cancels their own tasks and those of their teams (submitted
+with `team_id`); another user's task is a 404. An admin sees all, and alone sees errors'
+tracebacks. A stream token opens one task's stream and nothing else.
 
 **Errors** all have the shape `{{"error": {{"code", "message", "details"}}}}`; for
 validation errors `details` lists `{{field, reason}}` with the field's dotted path.
 
 **Limits.** Bodies up to {DEFAULT_LIMIT} bytes ({BATCH_LIMIT} for a batch), else 413.
 Submission quotas per tier (`TASKCORE_QUOTA_<TIER>_PER_MINUTE` / `_PER_DAY`, unset:
-unlimited) answer 429 with `Retry-After` when exceeded.
+unlimited) answer 429 with `Retry-After` when exceeded, as do more than
+`TASKCORE_MAX_STREAMS_PER_USER` open streams or `TASKCORE_MAX_WAITS_PER_USER` waiting
+submissions per user and API process.
 """
 
 
 def create_app(deps: Deps, readiness: list[ReadinessCheck]) -> FastAPI:
     app = FastAPI(title="taskcore", version=__version__, description=DESCRIPTION)
     app.state.deps = deps
+    # The last added runs first: CORS (so preflights need no credential and every answer,
+    # a 401 too, carries its headers), metrics, authentication, then the body limit.
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(AuthenticationMiddleware)
     app.add_middleware(RequestMetricsMiddleware)
+    if deps.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=deps.settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["Retry-After", "Idempotent-Replayed", "WWW-Authenticate"],
+            max_age=600,
+        )
     install_error_handlers(app)
     app.add_exception_handler(BodyTooLarge, body_too_large)
     add_health_routes(app, readiness)
@@ -56,6 +78,7 @@ def create_app(deps: Deps, readiness: list[ReadinessCheck]) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(task_types.router)
     app.include_router(dead_letters_router)
+    app.include_router(console.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -71,13 +94,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         )
         components = schema.setdefault("components", {})
         components["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."}
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key or a JWT."}
         }
         for path, operations in schema.get("paths", {}).items():
             if path.startswith("/v1/"):
                 for operation in operations.values():
                     _complete_operation(operation)
-        _add_schemas(components.setdefault("schemas", {}), BatchItem, StreamEvent)
+        _add_schemas(components.setdefault("schemas", {}), BatchItem, BatchRequest, StreamEvent)
         for unused in ("HTTPValidationError", "ValidationError"):
             if unused not in json.dumps(schema["paths"]):
                 components.get("schemas", {}).pop(unused, None)

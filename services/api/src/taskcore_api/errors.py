@@ -176,7 +176,9 @@ ERRORS: dict[int, dict[str, Any]] = {
     409: _error("The request conflicts with the task's state.", "conflict"),
     413: _error("The body is larger than this route accepts.", "payload_too_large"),
     422: _error("The request is not valid; details name each field.", "validation_failed"),
-    429: _error("Over the submission quota.", "rate_limited", headers=_RETRY_AFTER),
+    429: _error(
+        "Over a submission quota or a per-user limit.", "rate_limited", headers=_RETRY_AFTER
+    ),
     503: _error(_UNAVAILABLE, "unavailable", headers=_RETRY_AFTER),
 }
 

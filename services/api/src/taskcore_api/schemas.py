@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import SubtaskCounts, Task, TaskError
@@ -16,6 +16,26 @@ MAX_PRIORITY = 9
 MAX_ATTEMPTS_LIMIT = 20
 MAX_BATCH = 1000
 MAX_IDEMPOTENCY_KEY = 200
+MAX_LABELS = 20
+LABEL_KEY_PATTERN = r"^[a-z0-9_.-]{1,63}$"
+MAX_LABEL_VALUE = 256
+MAX_TEAM_ID = 200
+
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=63)]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    Field(
+        max_length=MAX_LABELS,
+        description=(
+            f"Business labels: at most {MAX_LABELS} keys (`[a-z0-9_.-]{{1,63}}`) to string "
+            f"values of at most {MAX_LABEL_VALUE} characters. Returned on the task, copied "
+            "to its subtasks, in its CloudEvents, and filterable: `GET /v1/tasks?label=k:v`."
+        ),
+        examples=[{"project_id": "42", "scene_id": "7"}],
+    ),
+]
+TeamId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEAM_ID)]
 
 
 class TaskSubmission(BaseModel):
@@ -37,6 +57,12 @@ class TaskSubmission(BaseModel):
         ge=1,
         le=MAX_ATTEMPTS_LIMIT,
         description="Attempts before dead-lettering; the type's default when absent.",
+    )
+    labels: Labels = Field(default_factory=dict)
+    team_id: TeamId | None = Field(
+        default=None,
+        description="Share the task with this team (one of yours; else 403): every member "
+        "sees and may cancel it, and its subtasks inherit it.",
     )
 
 
@@ -62,7 +88,8 @@ class BatchItem(TaskSubmission):
 
 class BatchRequest(BaseModel):
     """Up to 1000 submissions. Each item is validated on its own, so one bad item fails
-    alone; its result says why."""
+    alone; its result says why. (The route decodes the body item by item, see
+    ``batch_body``; this model documents it.)"""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -78,11 +105,7 @@ class BatchRequest(BaseModel):
         },
     )
 
-    tasks: list[Any] = Field(
-        min_length=1,
-        max_length=MAX_BATCH,
-        json_schema_extra={"items": {"$ref": "#/components/schemas/BatchItem"}},
-    )
+    tasks: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class TaskView(BaseModel):
@@ -110,6 +133,8 @@ class TaskView(BaseModel):
     execution_node_id: str | None
     parent_task_id: str | None
     root_task_id: str | None
+    labels: dict[str, str]
+    team_id: str | None
     cancel_requested: bool
     subtasks: SubtaskCounts
     version: int = Field(description="The highest event sequence folded into this state.")

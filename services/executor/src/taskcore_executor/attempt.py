@@ -38,7 +38,7 @@ from taskcore.tracing import start_span, traceparent_of
 
 from taskcore_executor.claim_batches import ClaimBatches
 from taskcore_executor.classify import classify
-from taskcore_executor.context import ExecutionContext, RunningTask
+from taskcore_executor.context import ExecutionContext, RunningTask, StartNotice
 from taskcore_executor.decode import dead_letter_unreadable, header
 from taskcore_executor.outcomes import (
     Cancelled,
@@ -97,6 +97,7 @@ class AttemptRunner:
         msg = claimed_message(claim, delivered)
         seq = Sequencer(msg.task_id, claim.first_sequence, claim.last_sequence)
         running = RunningTask(msg, claim.attempt, seq, claim.doc.get("root_task_id") or msg.task_id)
+        running.labels, running.team_id = claim.doc.get("labels") or {}, claim.doc.get("team_id")
         self.running[msg.task_id] = running
         if msg.task_id in self.recent_cancels:  # the signal overtook the claim
             running.cancel()
@@ -130,20 +131,21 @@ class AttemptRunner:
                 "retry_count": msg.retry_count,
             },
         )
-        started = self.emitter.emit(started_event)
+        started = StartNotice(self.emitter, started_event, self.settings.started_delay_ms / 1000)
+        running.start_notice = started
         _observe_queue_wait(message, msg)
         running.execution = asyncio.create_task(self._run(running, claim))
         try:
             outcome = await running.execution
         except asyncio.CancelledError:
             running.execution.cancel()
-            await _confirmed(started)
+            await started.confirmed()
             await self._hand_back(message, msg)
             if running.handing_back and not _cancelling_me():
                 return
             raise
         if running.handing_back:  # the task swallowed the cancellation
-            await _confirmed(started)
+            await started.confirmed()
             await self._hand_back(message, msg)
             return
         if running.lost:
@@ -152,8 +154,9 @@ class AttemptRunner:
         entries = outcome_entries(
             outcome, msg, running.seq, header(message, env.HEADER_TRACEPARENT)
         )
-        if not await _confirmed(started):
-            # Never published: it goes out with the outcome, through the outbox.
+        if not await started.sent_alone():
+            # A fast attempt (or a failed send): it goes out with the outcome, through
+            # the outbox.
             entries = [OutboxEntry(event=started_event), *entries]
         running.finishing = True
         ending, retry_count = _ending(outcome, msg)
@@ -241,11 +244,11 @@ class AttemptRunner:
             await message.nack(requeue=True)
 
     async def _drop_lost(
-        self, message: AbstractIncomingMessage, msg: TaskMessage, started: asyncio.Future[None]
+        self, message: AbstractIncomingMessage, msg: TaskMessage, started: StartNotice
     ) -> None:
         log.warning("Lost the claim on task %s; another executor owns it now.", msg.task_id)
         metrics.DUPLICATES_DROPPED.labels("lease_lost").inc()
-        await _confirmed(started)
+        await started.confirmed()
         await message.ack()
 
     # ---- a refused claim ---------------------------------------------------------------
@@ -306,14 +309,6 @@ def _ending(outcome: Outcome, msg: TaskMessage) -> tuple[Ending, int | None]:
     if isinstance(outcome, Completed | Cancelled) and outcome.awaiting_children:
         return Ending.CHILDREN, None
     return Ending.DONE, None
-
-
-async def _confirmed(fut: asyncio.Future[None]) -> bool:
-    try:
-        await fut
-    except Exception:
-        return False
-    return True
 
 
 def _cancelling_me() -> bool:

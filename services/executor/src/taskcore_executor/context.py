@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import EventEmitter, Publisher
-from taskcore.domain.events import EventType
+from taskcore.domain.events import EventType, TaskEvent
 from taskcore.messages.envelope import TaskMessage
 from taskcore.plugin import NonRetryableError, SubtaskSpec, TaskCancelled
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
@@ -29,6 +29,54 @@ log = logging.getLogger("taskcore.task")
 T = TypeVar("T")
 
 
+class StartNotice:
+    """An attempt's ``task.started``, sent on its own only if the attempt is still running
+    after ``delay_s``: a faster attempt carries it in its outcome's message, so the
+    aggregator folds both at once (one message, one projection write instead of two).
+    Anything else the attempt emits first (progress) sends it at once, so it never
+    arrives after the events that follow it."""
+
+    def __init__(self, emitter: EventEmitter, event: TaskEvent, delay_s: float) -> None:
+        self.event = event
+        self._emitter = emitter
+        self._sent: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        if delay_s > 0:
+            self._timer = asyncio.get_running_loop().call_later(delay_s, self.send)
+        else:
+            self.send()
+
+    def send(self) -> None:
+        """Send it now, unless it went already."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sent is None:
+            self._sent = self._emitter.emit(self.event)
+
+    async def sent_alone(self) -> bool:
+        """Whether it went out on its own and was confirmed. If it has not gone yet it
+        never will: the caller sends it with the outcome."""
+        if self._sent is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return False
+        try:
+            await self._sent
+        except Exception:
+            return False
+        return True
+
+    async def confirmed(self) -> None:
+        """Send it if need be and wait for the broker (an attempt that ends without an
+        outcome still happened: its start is part of the history)."""
+        self.send()
+        assert self._sent is not None
+        with contextlib.suppress(Exception):
+            await self._sent
+
+
 class RunningTask:
     """One attempt in progress: what the context needs, and the flags that stop it."""
 
@@ -37,12 +85,16 @@ class RunningTask:
         self.attempt = attempt
         self.seq = seq
         self.root_task_id = root_task_id
+        # What children inherit from the claimed document (set by the attempt).
+        self.labels: dict[str, str] = {}
+        self.team_id: str | None = None
         self.cancelled = asyncio.Event()  # checked at the task's checkpoints
         self.children: list[str] = []
         self.lost = False  # another executor owns the claim now: drop the outcome
         self.handing_back = False  # shutdown: give the task back unfinished
         self.finishing = False  # the outcome is being recorded: too late to stop
         self.execution: asyncio.Task[Any] | None = None
+        self.start_notice: StartNotice | None = None
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -123,6 +175,8 @@ class ExecutionContext:
             seq.next, seq.last = first, first + SEQUENCE_BLOCK - 1
         progress, self._pending_progress = self._pending_progress, None
         self._last_progress = time.monotonic()
+        if self._running.start_notice is not None:
+            self._running.start_notice.send()  # the start goes first
         sent = self._emitter.emit(seq.event(EventType.PROGRESS, {"progress": progress}))
         sent.add_done_callback(_ignore_outcome)  # best effort: the outcome supersedes it
 
@@ -183,6 +237,8 @@ class ExecutionContext:
             subtask_policy=child_type.subtask_policy.value,
             failure_threshold=child_type.failure_threshold,
             traceparent=self._running.seq.traceparent,  # children join the parent's trace
+            labels=self._running.labels,
+            team_id=self._running.team_id,
         )
 
     # ---- checkpoints -----------------------------------------------------------------

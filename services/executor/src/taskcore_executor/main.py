@@ -43,8 +43,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             await connection.channel(), settings.queue_type, declare=settings.declare_topology
         )
         publisher = await Publisher.open(connection)
-        emitter = EventEmitter(publisher)
-        emitter.start()
+        emitter = EventEmitter(publisher, linger_ms=settings.emit_linger_ms)
         registry = load_registry(settings)
         if any(task_type.cpu_bound for task_type in registry.all()):
             sys.setswitchinterval(min(switch_interval, CPU_BOUND_SWITCH_INTERVAL_S))

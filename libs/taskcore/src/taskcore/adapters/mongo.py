@@ -12,6 +12,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+import bson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -19,6 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from taskcore import metrics
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.task import Task
+from taskcore.listing import index_fields
 from taskcore.taskdoc import state as taskdoc_fields
 from taskcore.taskdoc.documents import TaskDocuments
 
@@ -48,19 +50,47 @@ def now_ms() -> int:
 
 
 class _CommandCounter(monitoring.CommandListener):
-    """Counts round trips, so benchmarks report them counted rather than estimated."""
+    """Counts round trips, and the documents they read and write, so benchmarks report
+    them counted rather than estimated. With ``bytes_written`` it also measures each
+    write command's size (an extra BSON encoding: for benchmarks, off by default)."""
 
     _IGNORED = frozenset({"hello", "ismaster", "isMaster", "ping", "endSessions"})
+    _WRITES = frozenset({"insert", "update", "delete", "findAndModify"})
+
+    def __init__(self, *, bytes_written: bool = False) -> None:
+        self._bytes_written = bytes_written
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name not in self._IGNORED:
-            metrics.STORE_COMMANDS.labels(event.command_name).inc()
+        if event.command_name in self._IGNORED:
+            return
+        metrics.STORE_COMMANDS.labels(event.command_name).inc()
+        if self._bytes_written and event.command_name in self._WRITES:
+            metrics.STORE_BYTES_WRITTEN.inc(len(bson.encode(event.command)))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        written, read = documents_touched(event.command_name, event.reply)
+        if written:
+            metrics.STORE_DOCUMENTS.labels("written").inc(written)
+        if read:
+            metrics.STORE_DOCUMENTS.labels("read").inc(read)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+def documents_touched(command: str, reply: Any) -> tuple[int, int]:
+    """How many documents a command's reply says it wrote and read."""
+    if command in ("insert", "delete"):
+        return int(reply.get("n", 0)), 0
+    if command == "update":
+        return int(reply.get("nModified", 0)), 0
+    if command == "findAndModify":
+        found = 1 if reply.get("value") is not None else 0
+        return found, found
+    if command in ("find", "aggregate", "getMore"):
+        cursor = reply.get("cursor") or {}
+        return 0, len(cursor.get("firstBatch") or cursor.get("nextBatch") or ())
+    return 0, 0
 
 
 # PyMongo's monitor times its heartbeats by connectTimeoutMS, and a heartbeat that times
@@ -70,16 +100,19 @@ class _CommandCounter(monitoring.CommandListener):
 CONNECT_TIMEOUT_MS = 20_000
 
 
-def connect_mongo(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
+def connect_mongo(
+    url: str, *, timeout_ms: int = 5000, bytes_written: bool = False
+) -> AsyncMongoClient[Doc]:
     """``timeout_ms`` bounds server selection: how long an operation waits for a store
-    that cannot be reached at all, before it fails."""
+    that cannot be reached at all, before it fails. ``bytes_written`` turns on the
+    command-size accounting the benchmarks print."""
     return AsyncMongoClient(
         url,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=CONNECT_TIMEOUT_MS,
         uuidRepresentation="standard",
-        event_listeners=[_CommandCounter()],
+        event_listeners=[_CommandCounter(bytes_written=bytes_written)],
     )
 
 
@@ -136,6 +169,7 @@ def task_to_doc(task: Task) -> Doc:
     doc = task.model_dump(mode="python")
     doc["_id"] = doc.pop("id")
     doc["status"] = task.status.value
+    doc.update(index_fields(task.id, task.created_at, task.labels))  # for listing
     return doc
 
 

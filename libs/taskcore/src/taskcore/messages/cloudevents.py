@@ -25,7 +25,16 @@ TYPE_PREFIX = "io.taskcore.task."
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 
 # Task fields every external event's data carries, besides the event's own payload.
-TASK_FIELDS = ("task_id", "task_type", "user_id", "status", "parent_task_id", "root_task_id")
+TASK_FIELDS = (
+    "task_id",
+    "task_type",
+    "user_id",
+    "status",
+    "parent_task_id",
+    "root_task_id",
+    "labels",
+    "team_id",
+)
 
 
 def to_cloudevent(item: CommittedEvent) -> CloudEvent:
@@ -39,6 +48,8 @@ def to_cloudevent(item: CommittedEvent) -> CloudEvent:
         "status": task.get("status"),
         "parent_task_id": task.get("parent_task_id"),
         "root_task_id": task.get("root_task_id"),
+        "labels": task.get("labels") or {},
+        "team_id": task.get("team_id"),
         "sequence": event.sequence,
     }
     attributes: dict[str, Any] = {
@@ -98,6 +109,12 @@ class TaskEventData(_Data):
     status: TaskStatus = Field(description="The task's status right after this event.")
     parent_task_id: str | None = Field(description="Set on subtasks.")
     root_task_id: str | None = Field(description="The top of the task's tree.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="The task's business labels (inherited by subtasks)."
+    )
+    team_id: str | None = Field(
+        default=None, description="The team the task is shared with (inherited by subtasks)."
+    )
     sequence: int = Field(
         ge=1, description="Orders one task's events: higher is later. Not contiguous."
     )

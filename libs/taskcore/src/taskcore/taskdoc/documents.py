@@ -335,6 +335,14 @@ class TaskDocuments:
 
     # ---- projections ---------------------------------------------------------------
 
+    async def clear_outboxes(self, cleared: dict[str, list[str]]) -> None:
+        """Remove folded events' entries from several documents in one round trip."""
+        writes = [ops.clear_outbox(task_id, ids) for task_id, ids in cleared.items() if ids]
+        if writes:
+            await self.collection.bulk_write(
+                [UpdateOne(w.filter, w.update) for w in writes], ordered=False
+            )
+
     async def write_projections(self, writes: list[Op]) -> int:
         """Send projection writes together; how many matched (the rest met a newer write)."""
         if not writes:

@@ -458,6 +458,22 @@ def claim_stale_outbox(task_id: str, seen_at_ms: int, now_ms: int) -> Op:
 # ---- the projection -----------------------------------------------------------------
 
 
+def revision(fold_rev: int) -> Doc:
+    """The write counter's field at a value (for a copy of a document kept in memory)."""
+    return {f.FOLD_REV: fold_rev}
+
+
+def without_outbox(doc: Doc) -> Doc:
+    """A document without its outbox (the part a copy kept in memory never needs)."""
+    return {k: v for k, v in doc.items() if k != f.OUTBOX}
+
+
+def clear_outbox(task_id: str, event_ids: list[str]) -> Op:
+    """Remove folded events' entries, whatever else changed meanwhile (the projection is
+    not touched, so no revision is taken)."""
+    return Op({"_id": task_id}, {"$unset": outbox_cleared(event_ids)})
+
+
 def unchanged_since(doc: Doc) -> Doc:
     """The filter of a projection write that applies only if nobody wrote it since ``doc``."""
     if f.FOLD_REV in doc:

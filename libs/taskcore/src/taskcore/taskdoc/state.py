@@ -148,6 +148,7 @@ class ExecState:
     outbox_at_ms: int | None
     subtasks_marked: int | None
     subtasks_changed_ms: int | None
+    fold_rev: int | None  # None: never written by a fold
 
     @classmethod
     def of(cls, doc: Doc) -> ExecState:
@@ -175,6 +176,7 @@ class ExecState:
             outbox_at_ms=doc.get(OUTBOX_AT),
             subtasks_marked=doc.get(MARKED),
             subtasks_changed_ms=doc.get(CHANGED_AT),
+            fold_rev=doc.get(FOLD_REV),
         )
 
     def held_at(self, now_ms: int) -> bool:

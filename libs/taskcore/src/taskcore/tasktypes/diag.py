@@ -116,5 +116,24 @@ class FanoutFailFast(Fanout):
     subtask_policy = SubtaskPolicy.FAIL_FAST
 
 
+class EchoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: Any = Field(default=None, description="Any JSON value; it comes back as the result.")
+
+
+class EchoResult(BaseModel):
+    value: Any
+
+
+class Echo(TaskType[EchoParams, EchoResult]):
+    name = "diag.echo"
+    description = "Completes at once with result {value}: checks that workflows pass values."
+    Params = EchoParams
+    Result = EchoResult
+
+    async def execute(self, params: EchoParams, ctx: TaskContext) -> EchoResult:
+        return EchoResult(value=params.value)
+
+
 def task_types(settings: Settings) -> list[TaskType[Any, Any]]:
-    return [Noop(), Sleep(), Fail(), Fanout(), FanoutFailFast()]
+    return [Noop(), Sleep(), Fail(), Fanout(), FanoutFailFast(), Echo()]

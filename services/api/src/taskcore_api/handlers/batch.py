@@ -18,7 +18,7 @@ from taskcore.taskdoc import ExecState
 from taskcore_api.auth import Principal
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ApiError, ErrorBody, field_path
-from taskcore_api.handlers.access import view_of
+from taskcore_api.handlers.access import view_for
 from taskcore_api.handlers.submit import conflict, create, existing_docs, prepare
 from taskcore_api.schemas import (
     BatchAccepted,
@@ -43,7 +43,7 @@ class _Slot:
 
 async def submit_batch(deps: Deps, principal: Principal, items: list[Any]) -> BatchResponse:
     slots = [_prepare_item(deps, principal, raw) for raw in items]
-    await _answer_replays(deps, slots)
+    await _answer_replays(deps, principal, slots)
     pending = [s for s in slots if s.result is None and s.new is not None]
     if pending:
         results = await create(deps, principal, [s.new for s in pending if s.new])
@@ -73,7 +73,7 @@ def _prepare_item(deps: Deps, principal: Principal, raw: Any) -> _Slot:
     return _Slot(new=new, keyed=item.idempotency_key is not None)
 
 
-async def _answer_replays(deps: Deps, slots: list[_Slot]) -> None:
+async def _answer_replays(deps: Deps, principal: Principal, slots: list[_Slot]) -> None:
     """Items whose idempotency key names an existing task get that task (or a 409),
     without counting against the quota."""
     keyed = [s for s in slots if s.keyed and s.new is not None]
@@ -86,7 +86,7 @@ async def _answer_replays(deps: Deps, slots: list[_Slot]) -> None:
         if ExecState.of(old).request_hash != slot.new.request_hash:
             slot.result = _rejected(conflict())
         else:
-            slot.result = BatchAccepted(task=view_of(old))
+            slot.result = BatchAccepted(task=view_for(principal, old))
 
 
 def _rejected(exc: ApiError) -> BatchRejected:

@@ -1,38 +1,43 @@
 """Listing tasks and a task's event log, with cursor pagination.
 
-Tasks are listed newest first, ordered by ``(created_at, _id)``, and a cursor holds the
-last pair a page returned. New tasks sort before any cursor, so a listing walked page by
-page returns every task that existed when it began exactly once, however many tasks are
-inserted meanwhile.
+Tasks are listed newest first by ``list_key`` (``<created ms>:<id>``, see
+``taskcore.listing``), and a cursor holds the last key a page returned: new tasks sort
+before any cursor, so a listing walked page by page returns every task that existed when
+it began exactly once, however many are inserted meanwhile.
 
-The store query uses inclusive time bounds, and the exact bounds and the cursor are
-applied here. The reason is the nx-27017 stand-in: it sorts datetimes to the millisecond
-but compares them only to the second (``$lt`` of 12:00:00.500 misses 12:00:00.100), so an
-inclusive bound is the one that is a superset on it and on MongoDB alike. What is read and
-dropped is at most the tasks created in the same second (on MongoDB, the same ms).
+A caller's scope is a union (their own tasks, each of their teams' tasks): each part is
+its own query on its own index (``user_id``/``team_id`` with ``list_key``), limited to
+the page size, and the parts are merged here by key. That is what MongoDB's planner does
+with an ``$or`` at best; the nx-27017 stand-in scans the whole collection for an ``$or``
+but serves each part from its index (``tests/integration/api/test_listing_indexes.py``
+checks the plans).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from pymongo.asynchronous.cursor import AsyncCursor
-from taskcore.adapters.mongo import Doc, doc_to_event_dict
-from taskcore.domain.clock import as_utc, to_ms
+from pymongo import DESCENDING, IndexModel, UpdateOne
+from taskcore.adapters.mongo import Doc, Store, doc_to_event_dict
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.upcasting import upcast
+from taskcore.listing import KEY_DIGITS, epoch_ms, index_fields, time_bound
 
+from taskcore_api import authz
 from taskcore_api.auth import Principal
 from taskcore_api.cursors import decode_cursor, encode_cursor
 from taskcore_api.deps import Deps
-from taskcore_api.handlers.access import VIEW_FIELDS, view_of, visible_task_doc
+from taskcore_api.handlers.access import ACCESS_FIELDS, VIEW_FIELDS, view_for, visible_task_doc
 from taskcore_api.schemas import EventList, EventView, TaskList
 
-NEWEST_FIRST = [("created_at", -1), ("_id", -1)]
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NEWEST_FIRST = [("list_key", DESCENDING)]
+# Above every list key (they start with digits).
+TOP = "~"
+MAX_SEQUENCE = 2**62
+_LIST_FIELDS = {**VIEW_FIELDS, "list_key": 1}
 
 
 @dataclass(frozen=True)
@@ -43,106 +48,138 @@ class TaskFilters:
     created_after: datetime | None = None  # exclusive
     created_before: datetime | None = None  # exclusive
     user_id: str | None = None  # admins only
+    team_id: str | None = None
+    label_terms: list[str] = field(default_factory=list)  # "k:v", all must match
 
 
-def _sort_key(doc: Doc) -> tuple[int, str]:
-    return to_ms(doc["created_at"]), str(doc["_id"])
+async def ensure_listing_indexes(store: Store) -> None:
+    """The indexes listing relies on (``_id`` cannot be in a compound index on the
+    stand-in, hence the one ``list_key``)."""
+    await store.tasks.create_indexes(
+        [
+            IndexModel([("list_key", DESCENDING)]),
+            IndexModel([("user_id", 1), ("list_key", DESCENDING)]),
+            IndexModel([("team_id", 1), ("list_key", DESCENDING)]),
+            IndexModel([("label_terms", 1), ("list_key", DESCENDING)]),
+            IndexModel([("parent_task_id", 1), ("list_key", DESCENDING)]),
+        ]
+    )
+    await _backfill_index_fields(store)
 
 
-def _query(
-    principal: Principal, f: TaskFilters, lower: datetime | None, upper: datetime | None
-) -> dict[str, Any]:
-    query: dict[str, Any] = {}
-    if not principal.is_admin:
-        query["user_id"] = principal.user_id
-    elif f.user_id:
-        query["user_id"] = f.user_id
+async def _backfill_index_fields(store: Store, batch: int = 500) -> None:
+    """Tasks stored before ``list_key`` existed get it (once; later starts find none)."""
+    missing = store.tasks.find(
+        {"list_key": {"$exists": False}, "created_at": {"$exists": True}},
+        {"created_at": 1, "labels": 1},
+    )
+    updates: list[UpdateOne] = []
+    async for doc in missing:
+        fields = index_fields(doc["_id"], doc["created_at"], doc.get("labels") or {})
+        updates.append(UpdateOne({"_id": doc["_id"]}, {"$set": fields}))
+        if len(updates) == batch:
+            await store.tasks.bulk_write(updates, ordered=False)
+            updates = []
+    if updates:
+        await store.tasks.bulk_write(updates, ordered=False)
+
+
+def _key_range(f: TaskFilters, cursor_key: str | None) -> dict[str, str]:
+    """``list_key`` bounds: below the cursor, and inside the exclusive created bounds."""
+    upper = cursor_key or TOP
+    if f.created_before is not None:
+        # created_at < T  <=>  created ms < T in ms, rounded up (the store keeps ms)
+        sub_ms = f.created_before.microsecond % 1000 != 0
+        before_ms = epoch_ms(f.created_before) + int(sub_ms)
+        upper = min(upper, time_bound(before_ms))
+    bounds = {"$lt": upper}
+    if f.created_after is not None:
+        # created_at > T  <=>  created ms > floor(T in ms)
+        bounds["$gte"] = time_bound(epoch_ms(f.created_after) + 1)
+    return bounds
+
+
+def _filters(f: TaskFilters) -> Doc:
+    query: Doc = {}
     if f.status:
         query["status"] = {"$in": [s.value for s in f.status]}
     if f.task_type:
         query["task_type"] = f.task_type
     if f.parent_task_id:
         query["parent_task_id"] = f.parent_task_id
-    created: dict[str, datetime] = {}
-    if lower is not None:
-        created["$gte"] = lower
-    if upper is not None:
-        created["$lte"] = upper
-    if created:
-        query["created_at"] = created
+    terms = f.label_terms
+    if len(terms) == 1:
+        query["label_terms"] = terms[0]
+    elif terms:
+        query["label_terms"] = {"$all": terms}
     return query
+
+
+def listing_queries(principal: Principal, f: TaskFilters, cursor_key: str | None) -> list[Doc]:
+    """One store query per part of the caller's scope (their union is the listing)."""
+    scopes = authz.listing_scopes(principal, team_id=f.team_id, user_id=f.user_id)
+    common = {**_filters(f), "list_key": _key_range(f, cursor_key)}
+    return [{**scope, **common} for scope in scopes]
 
 
 async def list_tasks(
     deps: Deps, principal: Principal, filters: TaskFilters, limit: int, cursor: str | None
 ) -> TaskList:
-    after: tuple[int, str] | None = None
-    if cursor:
-        position = decode_cursor(cursor, {"t": int, "i": str})
-        after = (position["t"], position["i"])
-    window = _Window(
-        lower=as_utc(filters.created_after) if filters.created_after else None,
-        before=as_utc(filters.created_before) if filters.created_before else None,
-        after=after,
-    )
-    found = deps.store.tasks.find(
-        _query(principal, filters, window.lower, window.upper), VIEW_FIELDS
-    ).sort(NEWEST_FIRST)
-    page = await window.take(found.batch_size(limit + 1), limit + 1)
+    cursor_key = _decode_list_cursor(cursor) if cursor else None
+    queries = listing_queries(principal, filters, cursor_key)
+    parts = [
+        await deps.store.tasks.find(q, _LIST_FIELDS)
+        .sort(NEWEST_FIRST)
+        .limit(limit + 1)
+        .to_list(None)
+        for q in queries
+    ]
+    page = _merge(parts, limit + 1)
     next_cursor = None
     if len(page) > limit:
         page = page[:limit]
-        t, i = _sort_key(page[-1])
-        next_cursor = encode_cursor({"t": t, "i": i})
-    return TaskList(items=[view_of(d) for d in page], next_cursor=next_cursor)
+        next_cursor = encode_cursor({"k": page[-1]["list_key"]})
+    return TaskList(items=[view_for(principal, d) for d in page], next_cursor=next_cursor)
 
 
-@dataclass(frozen=True)
-class _Window:
-    """The exact bounds of a page: created after ``lower`` and before ``before`` (both
-    exclusive), and sorting after the cursor position ``after``."""
-
-    lower: datetime | None
-    before: datetime | None
-    after: tuple[int, str] | None
-
-    @property
-    def upper(self) -> datetime | None:
-        """An inclusive upper bound for the store query (a superset, see above)."""
-        bounds = [self.before, from_ms(self.after[0]) if self.after else None]
-        return min((b for b in bounds if b is not None), default=None)
-
-    async def take(self, docs: AsyncCursor[Doc], count: int) -> list[Doc]:
-        """Up to ``count`` documents inside the window, from a newest-first cursor."""
-        taken: list[Doc] = []
-        async for doc in docs:
-            created_at = as_utc(doc["created_at"])
-            if self.lower is not None and created_at <= self.lower:
-                break  # newest first: everything after this is older still
-            if (self.before is not None and created_at >= self.before) or (
-                self.after is not None and _sort_key(doc) >= self.after
-            ):
-                continue  # on an earlier page, or in the same second as a bound
-            taken.append(doc)
-            if len(taken) == count:
+def _merge(parts: list[list[Doc]], count: int) -> list[Doc]:
+    """The first ``count`` distinct documents of newest-first lists, newest first."""
+    merged: list[Doc] = []
+    seen: set[str] = set()
+    for doc in heapq.merge(*parts, key=lambda d: str(d["list_key"]), reverse=True):
+        if doc["_id"] not in seen:
+            seen.add(doc["_id"])
+            merged.append(doc)
+            if len(merged) == count:
                 break
-        return taken
+    return merged
 
 
-def from_ms(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)
+def _decode_list_cursor(cursor: str) -> str:
+    key = str(decode_cursor(cursor, {"k": str})["k"])
+    if not (KEY_DIGITS < len(key) <= KEY_DIGITS + 201 and key[:KEY_DIGITS].isdigit()):
+        decode_cursor("", {"k": str})  # the same 422 as any cursor that is not ours
+    return key
 
 
 async def list_events(
     deps: Deps, principal: Principal, task_id: str, limit: int, cursor: str | None
 ) -> EventList:
-    await visible_task_doc(deps, principal, task_id, {"user_id": 1, "task_type": 1})
-    after = decode_cursor(cursor, {"s": int})["s"] if cursor else 0
+    await visible_task_doc(deps, principal, task_id, ACCESS_FIELDS)
+    after = _decode_event_cursor(cursor) if cursor else 0
     events = await load_events(deps, task_id, after_sequence=after, limit=limit + 1)
     more = len(events) > limit
     events = events[:limit]
     next_cursor = encode_cursor({"s": events[-1].sequence}) if more else None
-    return EventList(items=[EventView.of(e) for e in events], next_cursor=next_cursor)
+    items = [authz.shown_event(principal, EventView.of(e)) for e in events]
+    return EventList(items=items, next_cursor=next_cursor)
+
+
+def _decode_event_cursor(cursor: str) -> int:
+    after = int(decode_cursor(cursor, {"s": int})["s"])
+    if not 0 <= after < MAX_SEQUENCE:
+        decode_cursor("", {"s": int})  # the same 422 as any cursor that is not ours
+    return after
 
 
 async def load_events(

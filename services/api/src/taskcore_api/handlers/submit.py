@@ -20,6 +20,7 @@ from taskcore.domain.task import Tier
 from taskcore.submission import NewTask, Submitted, idempotent_task_id, request_hash, submit_tasks
 from taskcore.taskdoc import STATE_FIELDS, ExecState
 
+from taskcore_api import authz, storable
 from taskcore_api.auth import Principal
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ApiError, field_path
@@ -44,7 +45,9 @@ class Accepted:
 def prepare(
     deps: Deps, principal: Principal, body: TaskSubmission, idempotency_key: str | None
 ) -> NewTask:
-    """The task to create, or a 422 naming the offending field."""
+    """The task to create, or a 422 naming the offending field (a 403 for a team the
+    caller is not in)."""
+    authz.require_team(principal, body.team_id)
     if body.task_type not in deps.registry:
         raise ApiError(
             422,
@@ -52,6 +55,12 @@ def prepare(
             f"Unknown task type {body.task_type!r}; GET /v1/task-types lists them.",
             [{"field": "task_type", "reason": "not a registered task type"}],
         )
+    # Checked as the client sent them: validation may coerce (NaN becomes null, say).
+    unstorable = storable.problems(body.parameters, "parameters") + storable.problems(
+        {"labels": body.labels, "idempotency_key": idempotency_key or ""}, "body"
+    )
+    if unstorable:
+        raise ApiError(422, "invalid_parameters", "The submission cannot be stored.", unstorable)
     task_type = deps.registry.get(body.task_type)
     try:
         params = task_type.Params.model_validate(body.parameters)
@@ -61,18 +70,26 @@ def prepare(
             for e in exc.errors()
         ]
         raise ApiError(422, "invalid_parameters", "The parameters are not valid.", details) from exc
+    parameters = params.model_dump(mode="json")
     tier: Tier = "free" if principal.tier == "free" else "paid"
     fields = body.model_dump(mode="json", include=set(TaskSubmission.model_fields))
+    # Absent labels and team hash as before they existed: a retried submission from
+    # before an upgrade keeps its Idempotency-Key.
+    for optional in ("labels", "team_id"):
+        if not fields.get(optional):
+            fields.pop(optional, None)
     new = NewTask(
         user_id=principal.user_id,
         task_type=body.task_type,
-        parameters=params.model_dump(mode="json"),
+        parameters=parameters,
         priority=body.priority,
         max_attempts=body.max_attempts or task_type.retry.max_attempts,
         tier=tier,
         subtask_policy=task_type.subtask_policy.value,
         failure_threshold=task_type.failure_threshold,
         request_hash=request_hash(fields),
+        labels=dict(body.labels),
+        team_id=body.team_id,
     )
     if idempotency_key:
         # Scoped per user: the same key from another user names another task.
@@ -120,7 +137,9 @@ async def create(deps: Deps, principal: Principal, news: list[NewTask]) -> list[
     """Count the quota, store and dispatch; the quota is given back if that fails."""
     grant = await take_quota(deps, principal, len(news))
     try:
-        results = await submit_tasks(deps.store, deps.publisher_for_submissions, news)
+        results = await submit_tasks(
+            deps.store, deps.publisher_for_submissions, news, deps.deliveries
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             await deps.quotas.give_back(grant)
@@ -135,6 +154,20 @@ async def create(deps: Deps, principal: Principal, news: list[NewTask]) -> list[
 
 
 async def submit_one(
+    deps: Deps,
+    principal: Principal,
+    body: TaskSubmission,
+    idempotency_key: str | None,
+    wait_s: float | None,
+) -> Accepted:
+    with contextlib.ExitStack() as held:
+        if wait_s:  # refused before any work when the user holds too many waits
+            held.enter_context(deps.wait_slots.hold(principal.user_id))
+        accepted = await _submit(deps, principal, body, idempotency_key, wait_s)
+    return replace(accepted, task=authz.shown_task(principal, accepted.task))
+
+
+async def _submit(
     deps: Deps,
     principal: Principal,
     body: TaskSubmission,

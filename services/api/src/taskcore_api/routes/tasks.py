@@ -5,17 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from taskcore.domain.status import TaskStatus
 
+from taskcore_api import authz
 from taskcore_api.auth import Principal, authenticate
+from taskcore_api.batch_body import decode_batch
 from taskcore_api.body_limit import BATCH_LIMIT, DEFAULT_LIMIT
 from taskcore_api.deps import Deps, get_deps
 from taskcore_api.errors import errors
 from taskcore_api.handlers import access, batch, cancel, queries, submit
+from taskcore_api.labels import parse_label_filters
 from taskcore_api.schemas import (
+    MAX_BATCH,
     MAX_IDEMPOTENCY_KEY,
-    BatchRequest,
+    MAX_LABELS,
+    MAX_TEAM_ID,
     BatchResponse,
     EventList,
     TaskList,
@@ -38,11 +43,13 @@ TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The task
         "`Idempotency-Key`, a retried submission (same key, same body, same user) returns "
         "the same task; the same key with another body is a 409. With `wait`, answers "
         "200 with the finished task if it ends within that many seconds, else 202 with "
-        f"the task as it stands. Bodies over {DEFAULT_LIMIT} bytes are a 413."
+        "the task as it stands (at most `TASKCORE_MAX_WAITS_PER_USER` such waits per user "
+        f"at once, else 429). Bodies over {DEFAULT_LIMIT} bytes are a 413. A `team_id` "
+        "that is not one of yours is a 403."
     ),
     responses={
         200: {"model": TaskView, "description": "With `wait`: the task finished in time."},
-        **errors(400, 409, 413, 422, 429),
+        **errors(400, 403, 409, 413, 422, 429),
     },
 )
 async def submit_task(
@@ -82,16 +89,29 @@ async def submit_task(
     description=(
         "Each item is validated on its own and answered in request order: one bad item "
         "does not sink the others. Quotas count the batch's new tasks together, and a "
-        f"batch over quota is refused whole (429). Bodies over {BATCH_LIMIT} bytes are a 413."
+        f"batch over quota is refused whole (429). Bodies over {BATCH_LIMIT} bytes are a "
+        f"413; items are decoded one by one, and item {MAX_BATCH + 1} ends the request "
+        "with a 422."
     ),
     responses=errors(400, 413, 422, 429),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}
+            },
+        }
+    },
 )
 async def submit_batch(
-    body: BatchRequest,
+    request: Request,
     principal: Principal = Depends(authenticate),
     deps: Deps = Depends(get_deps),
 ) -> BatchResponse:
-    return await batch.submit_batch(deps, principal, body.tasks)
+    # Read here rather than declared as a parameter: FastAPI would decode the whole body
+    # before counting its items (see batch_body).
+    items = decode_batch(await request.body(), MAX_BATCH)
+    return await batch.submit_batch(deps, principal, items)
 
 
 @router.get(
@@ -111,11 +131,13 @@ async def get_task(
     response_model=TaskList,
     summary="List tasks, newest first",
     description=(
-        "Your tasks (an admin sees everyone's), filtered, newest first. Follow "
-        "`next_cursor` for the next page: each task that existed when the listing began "
-        "is returned exactly once, however many are submitted meanwhile."
+        "Your tasks and your teams' (an admin sees everyone's), filtered, newest first. "
+        "`label=key:value` (repeatable: all must match) filters by labels, `team_id` "
+        "narrows to one of your teams (another team is a 403). Follow `next_cursor` for "
+        "the next page: each task that existed when the listing began is returned "
+        "exactly once, however many are submitted meanwhile."
     ),
-    responses=errors(422),
+    responses=errors(403, 422),
 )
 async def list_tasks(
     principal: Principal = Depends(authenticate),
@@ -128,6 +150,17 @@ async def list_tasks(
     user_id: Annotated[
         str | None, Query(max_length=200, description="Admins only; ignored for users.")
     ] = None,
+    team_id: Annotated[
+        str | None, Query(min_length=1, max_length=MAX_TEAM_ID, description="One of your teams.")
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        Query(
+            max_length=MAX_LABELS,
+            description="`key:value`; repeat for more (all must match).",
+            examples=["project_id:42"],
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> TaskList:
@@ -138,6 +171,8 @@ async def list_tasks(
         created_after=created_after,
         created_before=created_before,
         user_id=user_id,
+        team_id=team_id,
+        label_terms=parse_label_filters(label or []),
     )
     return await queries.list_tasks(deps, principal, filters, limit, cursor)
 
@@ -173,4 +208,5 @@ async def list_events(
 async def cancel_task(
     task_id: TaskId, principal: Principal = Depends(authenticate), deps: Deps = Depends(get_deps)
 ) -> TaskView:
+    authz.require_full_credential(principal)
     return await cancel.cancel_task(deps, principal, task_id)
