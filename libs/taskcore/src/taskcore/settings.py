@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     )
     port: int | None = Field(default=None, validation_alias=AliasChoices("PORT", "TASKCORE_PORT"))
     host: str = "127.0.0.1"
+    # classic, or quorum for replicated queues (see taskcore.messages.topology and
+    # deploy/README.md); the same for every service of a deployment.
+    queue_type: Literal["classic", "quorum"] = "classic"
+    # false: only check that the topology exists (it was declared by `taskcore topology`),
+    # so the services' broker users need no configure rights (deploy/README.md).
+    declare_topology: bool = True
 
     # Executor
     node_id: str | None = None
@@ -91,6 +97,10 @@ class Settings(BaseSettings):
     # with timer-based batching; 0 (the default) adds none.
     emit_linger_ms: float = Field(default=0.0, ge=0, le=1000)
     fold_flush_ms: float = Field(default=0.0, ge=0, le=1000)
+
+    # Every consumer: a message with a larger body is dead-lettered (reason too_large)
+    # before it is parsed.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
     # Aggregator
     fold_batch_size: int = 500
