@@ -46,9 +46,9 @@ from tests.integration.aggregator.harness import comparable, projections
 from tests.integration.aggregator.test_parents import family, final_events
 
 # Back in CI, and a timeout now says exactly which tasks differ and how. In 2 of 19 runs
-# on 2026-12-04 the three-replica side left one task whose stored retry_count (1) is not
-# its log's fold (0): a task retried, dead-lettered, replayed (which resets it) and then
-# completed. That is an aggregator bug this test exists to catch, not noise.
+# on 2026-12-04 the three-replica side left one task whose stored retry_count (1) was not
+# its log's fold (0): a real race between replicas (a fold that changed nothing skipped
+# its write), since fixed; tests/integration/aggregator/test_replica_races.py replays it.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 AGGREGATOR_ENV = {
