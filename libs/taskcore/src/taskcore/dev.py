@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     env = dict(os.environ)
     env.setdefault("TASKCORE_API_KEYS", DEV_KEYS)
+    env.setdefault("TASKCORE_ENABLE_DIAG", "1")  # the diag.* types, for trying things out
     standin = None
     if not settings.mongo_url:
         standin = MongoStandin(workdir=Path(args.workdir).resolve())

@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     # An attempt's task.started goes out on its own only once it has run this long; a
     # faster one carries it with its outcome (one message and one fold for both).
     started_delay_ms: float = Field(default=50.0, ge=0, le=10_000)
-    disable_diag: bool = False
+    # The diag.* task types exist for smoke tests and benchmarks; a deployment leaves them
+    # off (one POST of a nested diag.fanout would ask for billions of tasks).
+    # `taskcore dev` turns them on.
+    enable_diag: bool = False
 
     # Outbox relay: how old an unfolded outbox entry must be before it is re-sent. Long
     # enough that an aggregator lagging under a burst is not sent its backlog again (a

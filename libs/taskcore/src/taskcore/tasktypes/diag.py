@@ -1,4 +1,4 @@
-"""Diagnostic task types: always available (unless TASKCORE_DISABLE_DIAG) for smoke tests,
+"""Diagnostic task types: registered under ``taskcore dev`` or TASKCORE_ENABLE_DIAG=1, for smoke tests,
 benchmarks and operators checking a deployment."""
 
 from __future__ import annotations
