@@ -1,5 +1,5 @@
-"""Diagnostic task types: registered under ``taskcore dev`` or TASKCORE_ENABLE_DIAG=1, for smoke tests,
-benchmarks and operators checking a deployment."""
+"""Diagnostic task types, for smoke tests, benchmarks and operators checking a deployment:
+registered only under ``taskcore dev`` or with TASKCORE_ENABLE_DIAG=1."""
 
 from __future__ import annotations
 
