@@ -133,6 +133,8 @@ OPERATIONS: list[Case] = [
     ),
     Case("mark cascaded", lambda: ops.mark_cascaded(TASK)),
     Case("mark parent", lambda: ops.mark_parent(TASK)),
+    Case("reserve 3 descendants of 5", lambda: ops.reserve_descendants(TASK, 3, 5)),
+    Case("reserve 3 descendants of 2", lambda: ops.reserve_descendants(TASK, 3, 2)),
     Case("reserve 3", lambda: ops.reserve_sequences(TASK, 3)),
     Case(
         "close parent",

@@ -51,6 +51,8 @@ APPLIES: dict[str, set[str]] = {
     },
     "mark cascaded": set(STATES),
     "mark parent": set(STATES),
+    "reserve 3 descendants of 5": set(STATES),
+    "reserve 3 descendants of 2": set(),
     "reserve 3": set(STATES),
     "close parent": set(STATES) - {"settled_parent"},
     "reopen d1": {"completed", "dead", "awaiting_children"},

@@ -113,5 +113,10 @@ class TaskType(Generic[P, R]):
     async def execute(self, params: P, ctx: TaskContext) -> R:
         raise NotImplementedError
 
+    def planned_children(self, params: P) -> int:
+        """How many subtasks a run with these parameters creates, when the type knows in
+        advance (a submission asking for more than TASKCORE_MAX_CHILDREN is a 422)."""
+        return 0
+
     def parameters_schema(self) -> dict[str, Any]:
         return self.Params.model_json_schema()

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     # Aggregator
     fold_batch_size: int = 500
 
+    # Bounds on trees and results (taskcore.limits).
+    max_children: int = Field(default=10_000, ge=1)
+    max_descendants: int = Field(default=20_000, ge=1)
+    max_depth: int = Field(default=8, ge=1)
+    max_result_bytes: int = Field(default=1_048_576, ge=1)
+
     # Benchmarks: also measure the size of every write command sent to the store.
     store_accounting: bool = False
 

@@ -39,6 +39,7 @@ class NewTask:
     tier: Tier = "paid"
     parent_task_id: str | None = None
     root_task_id: str | None = None
+    depth: int = 0  # levels below its root
     subtask_policy: str = "collect_all"
     failure_threshold: float | None = None  # for the "threshold" subtask policy
     task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -71,6 +72,7 @@ def submitted_event(new: NewTask, now: datetime) -> TaskEvent:
             "parent_task_id": new.parent_task_id,
             "root_task_id": new.root_task_id or new.task_id,
             "subtask_policy": new.subtask_policy,
+            **({"depth": new.depth} if new.depth else {}),
             **({"labels": new.labels} if new.labels else {}),
             **({"team_id": new.team_id} if new.team_id else {}),
             **(

@@ -67,7 +67,13 @@ class Aggregator:
             clear_after_s=config.outbox_clear_delay_seconds,
         )
         # The task types, for checking a workflow step's parameters once resolved.
-        self.workflows = WorkflowRuntime(store, publisher, load_registry(settings))
+        self.workflows = WorkflowRuntime(
+            store,
+            publisher,
+            load_registry(settings),
+            max_elements=settings.max_children,
+            max_result_bytes=settings.max_result_bytes,
+        )
         self.parents = ParentRefresher(
             store,
             publisher,

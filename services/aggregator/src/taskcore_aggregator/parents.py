@@ -29,9 +29,13 @@ from taskcore.messages.envelope import OutboxEntry
 from taskcore.outbox import deliver_or_defer
 from taskcore.taskdoc import ExecState
 from taskcore.workflows.plan import WORKFLOW_TASK_TYPE
-from taskcore.workflows.tree import FOR_EACH_TASK_TYPE, element_task_id
+from taskcore.workflows.tree import FOR_EACH_TASK_TYPE
 
-from taskcore_aggregator.parent_policy import DEFAULT_FAILURE_THRESHOLD, parent_outcome
+from taskcore_aggregator.parent_policy import (
+    DEFAULT_FAILURE_THRESHOLD,
+    ParentOutcome,
+    parent_outcome,
+)
 from taskcore_aggregator.projection import state_of
 
 log = logging.getLogger(__name__)
@@ -89,12 +93,17 @@ async def refresh_parent(
     )
     if workflows is not None and parent.task_type == WORKFLOW_TASK_TYPE:
         return await workflows.advance(parent, doc, counts)
+    if workflows is not None and parent.task_type == FOR_EACH_TASK_TYPE:
+        return await workflows.close_for_each(parent, doc, counts)
     return await maybe_close(store, publisher, parent, doc, counts)
 
 
 class WorkflowAdvancer(Protocol):
     async def advance(self, workflow: Task, doc: Doc, counts: SubtaskCounts) -> bool:
         """Carry the workflow forward; whether this closed it."""
+
+    async def close_for_each(self, container: Task, doc: Doc, counts: SubtaskCounts) -> bool:
+        """Close a for_each step's container once its elements have ended."""
 
 
 def ready_to_close(parent: Task, doc: Doc, counts: SubtaskCounts) -> bool:
@@ -105,26 +114,35 @@ def ready_to_close(parent: Task, doc: Doc, counts: SubtaskCounts) -> bool:
 
 
 async def maybe_close(
-    store: Store, publisher: Publisher, parent: Task, doc: Doc, counts: SubtaskCounts
+    store: Store,
+    publisher: Publisher,
+    parent: Task,
+    doc: Doc,
+    counts: SubtaskCounts,
+    result: Any = None,
 ) -> bool:
+    """Close a parent by its policy once it is ready; ``result`` replaces its run's own
+    (a for_each container's list of its elements' results)."""
     if not ready_to_close(parent, doc, counts):
         return False
-    cancelled = ExecState.of(doc).cancel_requested or parent.cancel_requested
-    threshold = DEFAULT_FAILURE_THRESHOLD
-    if parent.subtask_policy == "threshold":
-        threshold = await failure_threshold(store, parent.id)
-    outcome = parent_outcome(
-        parent.subtask_policy, counts, cancelled=cancelled, failure_threshold=threshold
-    )
-    result = parent.result
-    if parent.task_type == FOR_EACH_TASK_TYPE:
-        result = await elements_results(store, parent.id, counts.total)
-    data: dict[str, Any] = {"result": result}
+    outcome = await outcome_of(store, parent, doc, counts)
+    data: dict[str, Any] = {"result": parent.result if result is None else result}
     if outcome.error is not None:
         data["error"] = outcome.error
     if outcome.type is EventType.CANCELLED:
         data["reason"] = "cancel requested"
     return await close(store, publisher, parent, counts, outcome.type, data)
+
+
+async def outcome_of(store: Store, parent: Task, doc: Doc, counts: SubtaskCounts) -> ParentOutcome:
+    """How a parent ends by its policy, now that no child is open."""
+    cancelled = ExecState.of(doc).cancel_requested or parent.cancel_requested
+    threshold = DEFAULT_FAILURE_THRESHOLD
+    if parent.subtask_policy == "threshold":
+        threshold = await failure_threshold(store, parent.id)
+    return parent_outcome(
+        parent.subtask_policy, counts, cancelled=cancelled, failure_threshold=threshold
+    )
 
 
 async def close(
@@ -147,14 +165,6 @@ async def close(
     await deliver_or_defer(publisher, [entry])
     log.info("Parent %s settled as %s.", parent.id, type_.value)
     return True
-
-
-async def elements_results(store: Store, container_id: str, count: int) -> list[Any]:
-    """A for_each container's result: its elements' results, in element order."""
-    ids = [element_task_id(container_id, n) for n in range(count)]
-    found = store.tasks.find({"parent_task_id": container_id}, {"result": 1})
-    results = {d["_id"]: d.get("result") async for d in found}
-    return [results.get(task_id) for task_id in ids]
 
 
 async def failure_threshold(store: Store, parent_id: str) -> float:

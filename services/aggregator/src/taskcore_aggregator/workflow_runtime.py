@@ -32,6 +32,7 @@ from taskcore.cancellation import Canceller
 from taskcore.domain.events import EventType
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import SubtaskCounts, Task, TaskError
+from taskcore.limits import ResultTooLarge, check_result_size
 from taskcore.messages.envelope import OutboxEntry
 from taskcore.outbox import deliver_or_defer
 from taskcore.plugin import SubtaskPolicy
@@ -63,12 +64,13 @@ from taskcore.workflows.tree import (
     FOR_EACH_TASK_TYPE,
     StepTask,
     derive,
+    element_task_id,
     settle,
     step_task_id,
     view,
 )
 
-from taskcore_aggregator.parents import close, ready_to_close
+from taskcore_aggregator.parents import close, maybe_close, ready_to_close
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +91,13 @@ class WorkflowRuntime:
         registry: TaskTypeRegistry,
         *,
         max_elements: int | None = None,
+        max_result_bytes: int = 1_048_576,
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.registry = registry
         self.max_elements = max_elements
+        self.max_result_bytes = max_result_bytes
         self._plans: OrderedDict[str, WorkflowPlan] = OrderedDict()
 
     async def advance(self, workflow: Task, doc: Doc, counts: SubtaskCounts) -> bool:
@@ -210,11 +214,32 @@ class WorkflowRuntime:
         await deliver_or_defer(self.publisher, [entry])
         log.info("Workflow %s step %s failed: %s", workflow.id, command.step_id, command.error)
 
+    async def close_for_each(self, container: Task, doc: Doc, counts: SubtaskCounts) -> bool:
+        """Close a for_each step's container by its policy, its result the elements'
+        results in element order (or ``ResultTooLarge`` if they are too many to keep)."""
+        if not ready_to_close(container, doc, counts):
+            return False
+        results = await elements_results(self.store, container.id, counts.total)
+        try:
+            check_result_size(results, self.max_result_bytes)
+        except ResultTooLarge as exc:
+            error = {"type": "ResultTooLarge", "message": str(exc), "retryable": False}
+            data = {"result": None, "error": error}
+            return await close(
+                self.store, self.publisher, container, counts, EventType.FAILED, data
+            )
+        return await maybe_close(self.store, self.publisher, container, doc, counts, results)
+
     async def _finish(
         self, workflow: Task, doc: Doc, counts: SubtaskCounts, finish: FinishWorkflow
     ) -> bool:
         if not ready_to_close(workflow, doc, counts):
             return False  # its own run has not ended yet: the next refresh closes it
+        try:
+            check_result_size(finish.result, self.max_result_bytes)
+        except ResultTooLarge as exc:
+            error = TaskError(type="ResultTooLarge", message=str(exc), retryable=False)
+            finish = FinishWorkflow(TaskStatus.FAILED, None, error)
         data: dict[str, Any] = {"result": finish.result}
         if finish.error is not None:
             data["error"] = finish.error.model_dump(mode="json")
@@ -271,3 +296,11 @@ async def derived_view(store: Store, workflow: Task, doc: Doc) -> dict[str, Any]
     tasks = await step_tasks(store, workflow.id)
     state = await current_state(store, plan, workflow, doc, tasks)
     return view(plan, workflow.id, settle(plan, state), tasks)
+
+
+async def elements_results(store: Store, container_id: str, count: int) -> list[Any]:
+    """A for_each container's result: its elements' results, in element order."""
+    ids = [element_task_id(container_id, n) for n in range(count)]
+    found = store.tasks.find({"parent_task_id": container_id}, {"result": 1})
+    results = {d["_id"]: d.get("result") async for d in found}
+    return [results.get(task_id) for task_id in ids]

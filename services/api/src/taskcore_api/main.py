@@ -10,6 +10,7 @@ from taskcore.adapters.rabbit import Publisher, broker_readiness, connect_broker
 from taskcore.messages.topology import declare_topology
 from taskcore.observability import http_server
 from taskcore.outbox import OutboxRelay
+from taskcore.quotas import QuotaPolicy, ensure_quota_indexes
 from taskcore.registry import load_registry
 from taskcore.service import ConfigurationError, open_store, port_for
 from taskcore.settings import Settings
@@ -24,7 +25,6 @@ from taskcore_api.identity.jwt_tokens import JwtVerifier
 from taskcore_api.identity.keyring import InvalidKeys, KeyFileWatcher, KeyRing
 from taskcore_api.identity.stream_tokens import StreamTokens
 from taskcore_api.live import LiveEvents
-from taskcore_api.quotas import QuotaPolicy, ensure_quota_indexes
 from taskcore_api.user_slots import UserSlots
 
 

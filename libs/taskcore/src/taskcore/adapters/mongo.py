@@ -150,6 +150,8 @@ class Store:
             [
                 IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)]),
                 IndexModel([("parent_task_id", ASCENDING), ("status", ASCENDING)]),
+                # Tree limits count a root's tasks (taskcore.limits).
+                IndexModel([("root_task_id", ASCENDING)]),
                 IndexModel([("status", ASCENDING), ("created_at", DESCENDING)]),
                 # The task document protocol's sweeps (taskcore.taskdoc).
                 IndexModel([(taskdoc_fields.OUTBOX_AT, ASCENDING)]),

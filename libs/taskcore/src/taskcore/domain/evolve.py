@@ -61,6 +61,7 @@ def _submitted(event: TaskEvent) -> Task:
         tier=d.get("tier", "paid"),
         parent_task_id=d.get("parent_task_id"),
         root_task_id=d.get("root_task_id") or event.task_id,
+        depth=d.get("depth", 0),
         labels=d.get("labels") or {},
         team_id=d.get("team_id"),
         subtask_policy=d.get("subtask_policy", "collect_all"),

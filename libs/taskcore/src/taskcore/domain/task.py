@@ -70,6 +70,7 @@ class Task(BaseModel):
     execution_node_id: str | None = None
     parent_task_id: str | None = None
     root_task_id: str | None = None
+    depth: int = 0  # levels below its root
     # Business labels (validated by the API) and the team the task is shared with; both
     # come from the submission and are inherited by subtasks.
     labels: dict[str, str] = Field(default_factory=dict)

@@ -278,6 +278,15 @@ def cancel_if_idle(task_id: str, entry: OutboxEntry, *, parent: bool, now_ms: in
     )
 
 
+def reserve_descendants(root_id: str, count: int, limit: int) -> Op:
+    """Count ``count`` more tasks under a root, only while that stays within ``limit``:
+    concurrent parents of one tree cannot together pass it."""
+    return Op(
+        {"_id": root_id, f.DESCENDANTS: {"$lte": limit - count}},
+        {"$inc": {f.DESCENDANTS: count}},
+    )
+
+
 def mark_parent(task_id: str) -> Op:
     """The task is about to create children (recorded first, so no child is ever created
     that a cancel would not look for)."""

@@ -101,6 +101,9 @@ class Fanout(TaskType[FanoutParams, FanoutResult]):
     Result = FanoutResult
     subtask_policy = SubtaskPolicy.COLLECT_ALL
 
+    def planned_children(self, params: FanoutParams) -> int:
+        return params.count
+
     async def execute(self, params: FanoutParams, ctx: TaskContext) -> FanoutResult:
         specs = [
             SubtaskSpec(task_type=params.child_type, parameters=params.child_parameters, key=str(i))

@@ -18,6 +18,7 @@ from taskcore.adapters.mongo import Doc, doc_to_task
 from taskcore.domain.ids import idempotent_task_id
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import Tier
+from taskcore.quotas import Grant, QuotaExceeded
 from taskcore.submission import NewTask, Submitted, request_hash, submit_tasks
 from taskcore.taskdoc import STATE_FIELDS, ExecState
 
@@ -27,7 +28,6 @@ from taskcore_api.deps import Deps
 from taskcore_api.errors import ApiError, field_path
 from taskcore_api.handlers.access import VIEW_FIELDS, view_of
 from taskcore_api.live import Closed, Follower, LiveEvent, Resync
-from taskcore_api.quotas import Grant, QuotaExceeded
 from taskcore_api.schemas import TaskSubmission, TaskView
 
 MAX_WAIT_SECONDS = 60.0
@@ -71,6 +71,15 @@ def prepare(
             for e in exc.errors()
         ]
         raise ApiError(422, "invalid_parameters", "The parameters are not valid.", details) from exc
+    planned = task_type.planned_children(params)
+    if planned > deps.settings.max_children:
+        raise ApiError(
+            422,
+            "tree_limit_exceeded",
+            f"The task would create {planned} subtasks; TASKCORE_MAX_CHILDREN is "
+            f"{deps.settings.max_children}.",
+            [{"field": "parameters", "reason": "asks for more subtasks than allowed"}],
+        )
     parameters = params.model_dump(mode="json")
     tier: Tier = "free" if principal.tier == "free" else "paid"
     fields = body.model_dump(mode="json", include=set(TaskSubmission.model_fields))
