@@ -1,13 +1,15 @@
 """``taskcore watch`` for a workflow: one line per step, kept current until it ends.
 
-A workflow's own stream carries only the workflow's events (started, a step that failed
-before it could start, the end); its steps change in their own tasks. So the watcher
-follows the stream (in a thread, reconnecting as ``taskcore watch`` does) for those
-events and the end, and reads ``GET /v1/tasks/{id}`` every ``interval`` seconds (and soon
-after each event) for the ``workflow`` view, plus, while a ``for_each`` step runs, its
-container's ``subtasks`` counters for the elements done so far (one listing for all of
-them). A poll that takes long makes the next ones wait longer (at most a tenth of the
-time is spent polling), so a huge workflow does not keep the API busy.
+A workflow's own stream carries only the workflow's own events (started, the end); its
+steps change in their own tasks. So the watcher follows the stream (in a thread,
+reconnecting as ``taskcore watch`` does) for the end, and reads ``GET /v1/tasks/{id}``
+every ``interval`` seconds (and soon after each event) for the ``workflow`` view, plus,
+while a ``for_each`` step runs, its container's ``subtasks`` counters for the elements
+done so far (one listing for all of them). A step that failed is explained once: from
+the ``task.step_failed`` event in the workflow's log (a failure before it had a task:
+the live stream does not carry that internal event), else from its task's error. A poll
+that takes long makes the next ones wait longer (at most a tenth of the time is spent
+polling), so a huge workflow does not keep the API busy.
 
 On a terminal the lines are redrawn in place; elsewhere (a pipe, a CI log) each line is
 printed again only when it changes. The outcome and exit status are ``watch``'s own.
