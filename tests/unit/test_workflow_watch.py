@@ -83,7 +83,8 @@ def test_a_step_that_failed_before_starting_shows_why_from_its_event() -> None:
 
     line = board.lines()[2]
     assert line.startswith("  each   FAILED                 ReferenceError: xxx")
-    assert line.endswith("...") and len(line) == len("  each   FAILED                 ") + 100
+    assert line.endswith("...")
+    assert len(line) == len("  each   FAILED                 ") + 100
     assert board.unexplained() == (False, {})
 
 
