@@ -68,7 +68,7 @@ def _expand(source: Any, settings: Settings) -> list[AnyTaskType]:
 def load_registry(settings: Settings) -> TaskTypeRegistry:
     registry = TaskTypeRegistry()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if settings.disable_diag and ep.name == "diag":
+        if not settings.enable_diag and ep.name == "diag":
             continue
         for t in _expand(ep.load(), settings):
             registry.add(t)

@@ -28,7 +28,7 @@ from taskcore.messages.topology import (
     COMMITTED_ROUTING_KEY,
     INTERNAL_EVENTS_EXCHANGE,
 )
-from taskcore.poison import dead_letter_poison
+from taskcore.poison import dead_letter_if_too_large, dead_letter_poison
 from taskcore.registry import load_registry
 from taskcore.settings import Settings
 
@@ -141,6 +141,10 @@ class Aggregator:
             await self.projector.flush_clears(everything=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if await dead_letter_if_too_large(
+            self.publisher, message, limit=self.settings.max_message_bytes, source="aggregator"
+        ):
+            return
         try:
             events = decode_events(message.body)
         except MalformedMessage as exc:

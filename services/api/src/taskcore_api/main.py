@@ -45,7 +45,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     watcher: KeyFileWatcher | None = None
     try:
         channel = await connection.channel()
-        await declare_topology(channel)
+        await declare_topology(channel, settings.queue_type, declare=settings.declare_topology)
         await ensure_quota_indexes(store)
         await ensure_listing_indexes(store)
         publisher = await Publisher.open(connection)
@@ -83,7 +83,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             interval_s=settings.relay_interval_seconds,
         )
         relay_task = asyncio.create_task(relay.run_forever(), name="outbox-relay")
-        dead_letters = DeadLetterWorker(store, connection, publisher, deps.registry)
+        dead_letters = DeadLetterWorker(
+            store,
+            connection,
+            publisher,
+            deps.registry,
+            max_message_bytes=settings.max_message_bytes,
+        )
         await dead_letters.start()
         server_task = asyncio.create_task(server.serve(), name="http")
         stop_task = asyncio.create_task(stop.wait())

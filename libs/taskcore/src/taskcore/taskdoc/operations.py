@@ -487,15 +487,14 @@ def unchanged_since(doc: Doc) -> Doc:
     return {"_id": doc["_id"], f.FOLD_REV: {"$exists": False}}
 
 
-def write_projection(doc: Doc, fields: Doc, cleared: list[str]) -> Op | None:
-    """Move the document from the projection it held when read (``doc``) to ``fields``,
-    and clear the folded events' outbox entries; None when there is nothing to write."""
-    update: Doc = {}
+def write_projection(doc: Doc, fields: Doc, cleared: list[str]) -> Op:
+    """Move the document from the projection it held when read (``doc``) to ``fields``
+    (none: the fold changed nothing, and the write only takes a revision, so that a
+    concurrent fold from the same revision, whose log may have missed these events,
+    has to fold again), and clear the folded events' outbox entries."""
+    update: Doc = {"$inc": {f.FOLD_REV: 1}}
     if fields:
         update["$set"] = fields
     if cleared:
         update["$unset"] = outbox_cleared(cleared)
-    if not update:
-        return None
-    update["$inc"] = {f.FOLD_REV: 1}
     return Op(unchanged_since(doc), update)
