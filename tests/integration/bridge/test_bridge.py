@@ -44,6 +44,7 @@ def every_kind_of_event() -> list[CommittedEvent]:
     )
     lives.append(parent)
     failing = scenario.new_task(rng, kind="parent", policy="fail_fast")
+    failing.add(EventType.STEP_FAILED, {"step_id": "s1", "error": error("no such reference")})
     failing.add(EventType.FAILED, {"subtasks": subtasks, "error": error("fail_fast")})
     lives.append(failing)
     cancelled = scenario.new_task(rng)

@@ -140,6 +140,20 @@ class UsageView(ProviderUsageView):
         )
 
 
+class WorkflowStepView(BaseModel):
+    status: str = Field(description="PENDING until the step starts, then its task's status.")
+    task_ids: list[str] = Field(description="Its task, or its elements' tasks (for_each).")
+    depends_on: list[str]
+
+
+class WorkflowView(BaseModel):
+    """A workflow's steps as they stand (on tasks of type ``workflow``)."""
+
+    name: str | None
+    on_failure: Literal["fail_fast", "continue"]
+    steps: dict[str, WorkflowStepView]
+
+
 class TaskView(BaseModel):
     """A task as the API shows it."""
 
@@ -172,6 +186,8 @@ class TaskView(BaseModel):
     usage: UsageView | None = Field(
         default=None, description="LLM provider calls; null for a task that made none."
     )
+
+    workflow: WorkflowView | None = None
     version: int = Field(description="The highest event sequence folded into this state.")
 
     @field_validator(

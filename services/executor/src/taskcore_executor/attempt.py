@@ -27,10 +27,12 @@ from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import EventEmitter, Publisher
 from taskcore.cancellation import Canceller
 from taskcore.domain.events import EventType
+from taskcore.limits import TreeLimits, check_result_size
 from taskcore.messages import envelope as env
 from taskcore.messages.envelope import Dispatch, OutboxEntry, TaskMessage
 from taskcore.messages.topology import RETRY_EXCHANGE, retry_routing_key
 from taskcore.outbox import publish_dispatch
+from taskcore.quotas import QuotaPolicy, Quotas
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
 from taskcore.settings import Settings
 from taskcore.taskdoc import Claim, ClaimRefused, Ending, Finish, Refusal
@@ -55,6 +57,7 @@ from taskcore_executor.outcomes import (
 from taskcore_executor.runner import run_task
 from taskcore_executor.signals import RecentSignals
 from taskcore_executor.spend import Accounts
+from taskcore_executor.subtask_guard import SubtaskGuard
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,11 @@ class AttemptRunner:
         self.cpu_pool = cpu_pool
         self.canceller = Canceller(store, publisher)
         self.accounts = Accounts.of(settings, store)  # budgets and currency of LLM calls
+        self.guard = SubtaskGuard(
+            store,
+            TreeLimits.from_settings(settings),
+            Quotas(store, QuotaPolicy.from_settings(settings)),
+        )
         # Concurrent attempts share their claims' and outcomes' store round trips.
         self.batches = ClaimBatches(store.documents, node, settings.lease_seconds)
 
@@ -100,6 +108,7 @@ class AttemptRunner:
         seq = Sequencer(msg.task_id, claim.first_sequence, claim.last_sequence)
         running = RunningTask(msg, claim.attempt, seq, claim.doc.get("root_task_id") or msg.task_id)
         running.labels, running.team_id = claim.doc.get("labels") or {}, claim.doc.get("team_id")
+        running.depth = int(claim.doc.get("depth") or 0)
         self.running[msg.task_id] = running
         if msg.task_id in self.recent_cancels:  # the signal overtook the claim
             running.cancel()
@@ -192,6 +201,7 @@ class AttemptRunner:
             node=self.node,
             lease_s=self.settings.lease_seconds,
             accounts=self.accounts,
+            guard=self.guard,
         )
         max_attempts = int(claim.doc.get("max_attempts") or task_type.retry.max_attempts)
         began = time.monotonic()
@@ -199,6 +209,7 @@ class AttemptRunner:
         try:
             ctx.check_cancelled()  # cancelled while being claimed: never start
             result = await run_task(task_type, params, ctx, self.cpu_pool)
+            check_result_size(result, self.settings.max_result_bytes)
             outcome: Outcome = Completed(result, awaiting_children=bool(running.children))
         except Exception as exc:
             outcome = classify(exc, task_type.retry, msg.retry_count, max_attempts)

@@ -12,15 +12,17 @@ from typing import Any, TypeVar
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import EventEmitter, Publisher
 from taskcore.domain.events import EventType, TaskEvent
+from taskcore.domain.ids import idempotent_task_id
 from taskcore.domain.usage import UsageRecorded
 from taskcore.messages.envelope import TaskMessage
 from taskcore.plugin import MeteredCall, NonRetryableError, Spend, SubtaskSpec, TaskCancelled
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
-from taskcore.submission import NewTask, idempotent_task_id, submit_tasks
+from taskcore.submission import NewTask, submit_tasks
 from taskcore.taskdoc import SEQUENCE_BLOCK
 
 from taskcore_executor.outcomes import Sequencer
 from taskcore_executor.spend import Accounts, AttemptSpend, Caller
+from taskcore_executor.subtask_guard import SubtaskGuard
 
 # At most one progress event per task per interval; the latest value wins.
 PROGRESS_INTERVAL_S = 0.25
@@ -99,6 +101,7 @@ class RunningTask:
         self.start_notice: StartNotice | None = None
         # Events the broker did not confirm (usage): the outcome carries them durably.
         self.unsent: list[TaskEvent] = []
+        self.depth = 0  # levels below its root (from the claimed document)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -126,8 +129,10 @@ class ExecutionContext:
         registry: TaskTypeRegistry,
         node: str,
         lease_s: float,
+        guard: SubtaskGuard,
         accounts: Accounts | None = None,
     ) -> None:
+        self._guard = guard
         self._running = running
         self._store = store
         self._publisher = publisher
@@ -225,6 +230,16 @@ class ExecutionContext:
         keys = [spec.key for spec in specs]
         if len(set(keys)) != len(keys):
             raise NonRetryableError("subtask keys must be unique within a parent")
+        grant = await self._guard.admit(self.task_id, self._running.root_task_id, batch)
+        try:
+            return await self._create(batch)
+        except BaseException:
+            if grant is not None:
+                with contextlib.suppress(Exception):  # best effort: a window ends anyway
+                    await self._guard.quotas.give_back(grant)
+            raise
+
+    async def _create(self, batch: list[NewTask]) -> list[str]:
         ids: list[str] = []
         if batch and not self._running.children:
             # Recorded before any child exists, so a cancel always looks for them.
@@ -261,6 +276,7 @@ class ExecutionContext:
             tier=msg.tier,
             parent_task_id=self.task_id,
             root_task_id=self._running.root_task_id,
+            depth=self._running.depth + 1,
             subtask_policy=child_type.subtask_policy.value,
             failure_threshold=child_type.failure_threshold,
             traceparent=self._running.seq.traceparent,  # children join the parent's trace

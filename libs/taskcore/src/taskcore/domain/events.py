@@ -34,6 +34,8 @@ class EventType(StrEnum):
     # One provider call answered during an attempt (``taskcore.domain.usage``); internal,
     # like ``awaiting_children``: folded into ``usage``, not published as a CloudEvent.
     USAGE_RECORDED = "task.usage_recorded"
+    # A workflow's step failed before it had a task (its references or parameters).
+    STEP_FAILED = "task.step_failed"
 
     @property
     def short_name(self) -> str:

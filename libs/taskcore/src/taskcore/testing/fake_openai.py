@@ -4,9 +4,10 @@ It stands for an external LLM provider (the one thing tests may fake). It can be
 be slow, to fail with 5xx, to answer 429 with ``Retry-After``, or to return invalid JSON
 for the next k calls, to follow a script of outcomes call by call, or to refuse every key
 but one (401, as a provider does with a revoked key), and it records every request:
-in-flight high-water mark, arrival times, per-window counts. Control it from Python (``configure``, ``stats``) or, from
-other processes, over HTTP: ``POST /_fake/behaviour`` (a partial ``Behaviour``),
-``POST /_fake/reset``, ``GET /_fake/stats``.
+in-flight high-water mark, arrival times, per-window counts. Control it from Python
+(``configure``, ``stats``) or, from other processes, over HTTP:
+``POST /_fake/behaviour`` (a partial ``Behaviour``), ``POST /_fake/reset``,
+``GET /_fake/stats``.
 
     with FakeOpenAI() as fake:                 # runs uvicorn in a background thread
         fake.configure(rate_limit_next=1, retry_after=2)
