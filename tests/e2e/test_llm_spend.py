@@ -239,3 +239,29 @@ def test_rebuild_equals_live_for_usage(module_stack: Stack) -> None:
         assert admin.get("/v1/usage", params=params).json() == live_report
         assert admin.get(f"/v1/tasks/{parent['id']}").json()["usage"] == parent["usage"]
     assert rebuild(module_stack, "--check").returncode == 0
+
+
+def test_a_workflows_usage_is_the_sum_of_its_steps(module_stack: Stack) -> None:
+    ask = {"messages": [{"role": "user", "content": "One line, please."}]}
+    body = {
+        "steps": [
+            {"id": "first", "task_type": "llm.chat", "parameters": ask},
+            {"id": "second", "task_type": "llm.chat", "parameters": ask, "depends_on": ["first"]},
+        ]
+    }
+    with api(module_stack) as client:
+        response = client.post("/v1/workflows", json=body)
+    assert response.status_code == 202, response.text
+
+    workflow = finished(module_stack, response.json()["id"])
+
+    assert workflow["status"] == "COMPLETED", workflow
+    steps = [
+        finished(module_stack, task_id)
+        for step in workflow["workflow"]["steps"].values()
+        for task_id in step["task_ids"]
+    ]
+    assert len(steps) == 2
+    assert workflow["usage"]["calls"] == 2
+    for field in ("prompt_tokens", "completion_tokens", "calls"):
+        assert workflow["usage"][field] == sum(s["usage"][field] for s in steps)
