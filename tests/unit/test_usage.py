@@ -105,6 +105,8 @@ def test_a_users_budget_overrides_their_tiers_limit_by_limit() -> None:
         Limit("monthly", "tokens", 1000),
     )
     assert config.limits_for("alice", "paid") == ()
+    assert config.configured
+    assert not BudgetsConfig.parse("").configured
 
 
 def test_a_budget_with_an_unknown_limit_is_refused_naming_it() -> None:

@@ -38,8 +38,7 @@ class Accounts:
     @classmethod
     def of(cls, settings: Settings, store: Store) -> Accounts:
         config = settings.budgets
-        configured = config.users or any(config.limits_for("", tier) for tier in ("free", "paid"))
-        budgets = Budgets(store.budgets, store.usage, config) if configured else None
+        budgets = Budgets(store.budgets, store.usage, config) if config.configured else None
         return cls(budgets, settings.currency)
 
 

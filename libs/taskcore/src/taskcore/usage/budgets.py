@@ -73,6 +73,13 @@ class BudgetsConfig(BaseModel):
             return cls.model_validate(json.loads(value) if value.strip() else {})
         return cls.model_validate(value or {})
 
+    @property
+    def configured(self) -> bool:
+        """Whether any budget may apply to anyone (else nothing is counted at all)."""
+        return bool(self.users) or any(
+            v is not None for limits in (self.free, self.paid) for v in limits.model_dump().values()
+        )
+
     def limits_for(self, user_id: str, tier: str) -> tuple[Limit, ...]:
         base = self.free if tier == "free" else self.paid
         user = self.users.get(user_id)
