@@ -26,6 +26,8 @@ from taskcore_executor.subtask_guard import SubtaskGuard
 
 # At most one progress event per task per interval; the latest value wins.
 PROGRESS_INTERVAL_S = 0.25
+# How long a recorded provider call waits for the broker before it rides with the outcome.
+USAGE_CONFIRM_TIMEOUT_S = 5.0
 # Children are inserted and dispatched in chunks, checking for a cancel between them.
 SUBTASK_CHUNK = 500
 
@@ -206,10 +208,14 @@ class ExecutionContext:
         if self._running.start_notice is not None:
             self._running.start_notice.send()  # the start goes first
         event = self._running.seq.event(EventType.USAGE_RECORDED, call.model_dump(mode="json"))
+        sent = self._emitter.emit(event)
         try:
-            await self._emitter.emit(event)
+            # Not forever: with the broker away the task goes on, and the outcome carries
+            # the event (if this send lands later too, the log keeps one: same event id).
+            await asyncio.wait_for(asyncio.shield(sent), USAGE_CONFIRM_TIMEOUT_S)
         except Exception:
             self.log.warning("A usage event goes with the outcome instead.", exc_info=True)
+            sent.add_done_callback(_ignore_outcome)
             self._running.unsent.append(event)
 
     async def flush_progress(self) -> None:
