@@ -120,7 +120,7 @@ async def _rebuild_task(
         if doc is None:
             report.created.append(task_id)
             if not check:
-                await store.documents.insert_new([_new_document(after)])
+                await store.documents.insert_new([_new_document(after)])  # (a repeat: none)
             return after
         changes = projection_update(stored, after)
         if not changes:
