@@ -173,7 +173,7 @@ class Executor:
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
-            msg = decode(message)
+            msg = decode(message, max_bytes=self.settings.max_message_bytes)
         except Malformed as bad:
             await self._park(message, bad)
             return
