@@ -186,7 +186,11 @@ def test_two_executors_cannot_spend_past_a_budget_by_more_than_one_reservation(
     GOOD.configure(reply=" ".join(["word"] * 90), delay_s=0.3)
     parameters = {"messages": [{"role": "user", "content": "Say ok."}], "max_tokens": 96}
     reservation = math.ceil(len("Say ok.") / 4) + 96
-    ids = [submit(module_stack, "llm.chat", parameters, key=OTHER_KEY) for _ in range(12)]
+    # One batch: a submission while reservations fill the budget would be refused (429).
+    with api(module_stack, OTHER_KEY) as bob:
+        batch = [{"task_type": "llm.chat", "parameters": parameters}] * 12
+        results = bob.post("/v1/tasks/batch", json={"tasks": batch}).json()["results"]
+    ids = [r["task"]["id"] for r in results]
 
     tasks = [finished(module_stack, task_id) for task_id in ids]
 
