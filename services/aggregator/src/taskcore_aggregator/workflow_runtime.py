@@ -113,13 +113,13 @@ class WorkflowRuntime:
             commands = decide(plan, state, self.check_step, max_elements=self.max_elements)
             finish = next((c for c in commands if isinstance(c, FinishWorkflow)), None)
             if finish is not None:
-                await self._write_view(plan, workflow.id, state, tasks)
+                await self._write_view(plan, workflow, state, tasks)
                 return await self._finish(workflow, doc, counts, finish)
             if not commands:
                 break
             facts = [await self._carry_out(workflow, plan, c) for c in commands]
             state = fold(state, facts)
-        await self._write_view(plan, workflow.id, settle(plan, state), tasks)
+        await self._write_view(plan, workflow, settle(plan, state), tasks)
         return False
 
     def plan_of(self, workflow: Task) -> WorkflowPlan:
@@ -253,10 +253,11 @@ class WorkflowRuntime:
         return await close(self.store, self.publisher, workflow, counts, type_, data)
 
     async def _write_view(
-        self, plan: WorkflowPlan, workflow_id: str, state: WorkflowState, tasks: Mapping[str, Any]
+        self, plan: WorkflowPlan, workflow: Task, state: WorkflowState, tasks: Mapping[str, Any]
     ) -> None:
-        shown = view(plan, workflow_id, state, tasks)
-        await self.store.tasks.update_one({"_id": workflow_id}, {"$set": {"workflow": shown}})
+        shown = view(plan, workflow.id, state, tasks)
+        if shown != workflow.workflow:  # a for_each lists every element: write on change
+            await self.store.tasks.update_one({"_id": workflow.id}, {"$set": {"workflow": shown}})
 
 
 # ---- reading a workflow's tree (the runtime and taskcore rebuild) ---------------------
