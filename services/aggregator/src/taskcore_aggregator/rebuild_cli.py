@@ -49,6 +49,8 @@ async def _run(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     print(report.summary(args.check))
-    for task_id in report.differing[:20] + report.counters_differing[:20]:
+    for task_id in (
+        report.differing[:20] + report.counters_differing[:20] + report.usage_differing[:20]
+    ):
         print(f"  {task_id}")
     return 1 if args.check and not report.clean else 0
