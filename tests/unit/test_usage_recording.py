@@ -10,7 +10,7 @@ import pytest
 from taskcore.domain.events import EventType, TaskEvent
 from taskcore.messages.envelope import TaskMessage
 from taskcore_executor import context
-from taskcore_executor.context import ExecutionContext, RunningTask
+from taskcore_executor.context import ExecutionContext, RunningTask, ThreadContext
 from taskcore_executor.outcomes import Sequencer
 
 
@@ -41,7 +41,7 @@ def attempt(broker: Broker) -> tuple[ExecutionContext, RunningTask]:
     return ctx, running
 
 
-async def record(ctx: ExecutionContext) -> None:
+async def record(ctx: ExecutionContext | ThreadContext) -> None:
     async with ctx.spend.call("openai", tokens=100, cost_nanos=50) as call:
         await call.record(model="m-1", prompt_tokens=30, completion_tokens=7, cost_nanos=41)
 
@@ -85,3 +85,14 @@ async def test_a_call_the_broker_does_not_confirm_goes_with_the_outcome(
 
     assert running.unsent == broker.sent
     assert running.unsent[0].type is EventType.USAGE_RECORDED
+
+
+async def test_a_task_on_a_worker_thread_records_its_calls_on_the_executors_loop() -> None:
+    broker = Broker(confirms=True)
+    ctx, _ = attempt(broker)
+    thread_ctx = ThreadContext(ctx, asyncio.get_running_loop())
+
+    await asyncio.to_thread(asyncio.run, record(thread_ctx))
+
+    [event] = broker.sent
+    assert (event.type, event.data["cost_nanos"]) == (EventType.USAGE_RECORDED, 41)

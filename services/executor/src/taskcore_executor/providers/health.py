@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo.errors import PyMongoError
 from taskcore.metrics import PROVIDER_BENCHED, PROVIDER_CONCURRENCY_LIMIT, PROVIDER_READY
 
 from taskcore_executor.providers.config import ProviderConfig
@@ -108,11 +109,14 @@ class ProviderHealth:
         PROVIDER_READY.labels(name).set(0)
         log.warning("Provider %s is benched for %gs: %s", name, self.bench_s, reason)
         if self._limiter is not None and self._states_coll is not None:
-            await self._limiter.ensure(name)
-            await self._states_coll.update_one(
-                {"_id": f"provider:{name}"},
-                {"$max": {"benched_until": until}, "$set": {"bench_reason": reason[:300]}},
-            )
+            try:
+                await self._limiter.ensure(name)
+                await self._states_coll.update_one(
+                    {"_id": f"provider:{name}"},
+                    {"$max": {"benched_until": until}, "$set": {"bench_reason": reason[:300]}},
+                )
+            except PyMongoError:  # benched here at least; the others find out with a 401
+                log.warning("Could not share the bench of %s.", name, exc_info=True)
 
     # ---- sharing ---------------------------------------------------------------------
 
