@@ -57,6 +57,12 @@ class TaskCancelled(Exception):
     """Raised by ``TaskContext.check_cancelled`` at a checkpoint once a cancel arrived."""
 
 
+class TaskTimeout(RetryableError):
+    """The attempt ran past its deadline (``timeout_seconds``): raised by
+    ``TaskContext.check_cancelled`` once the deadline passed, or recorded for an attempt
+    that did not stop on its own. Retried within the budget, like any transient failure."""
+
+
 class SubtaskSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -88,7 +94,8 @@ class TaskContext(Protocol):
         """Create one child (idempotently, by ``spec.key``) and return its id."""
 
     def check_cancelled(self) -> None:
-        """Raise ``TaskCancelled`` if a cancel has been requested."""
+        """Raise ``TaskCancelled`` if a cancel has been requested, or ``TaskTimeout`` once
+        the attempt is past its deadline."""
 
     async def heartbeat(self) -> None:
         """Extend this attempt's lease now (long CPU-bound steps call this)."""
@@ -106,6 +113,10 @@ class TaskType(Generic[P, R]):
     failure_threshold: ClassVar[float] = 0.5  # for SubtaskPolicy.THRESHOLD
     # CPU-bound types run in a worker thread so they do not stall the event loop.
     cpu_bound: ClassVar[bool] = False
+    # Each attempt's time limit in seconds (None: none). A submission may ask for less.
+    # At the deadline the attempt is asked to stop (``check_cancelled`` raises
+    # ``TaskTimeout``); one that has not stopped a few seconds later is abandoned.
+    timeout_seconds: ClassVar[float | None] = None
 
     async def execute(self, params: P, ctx: TaskContext) -> R:
         raise NotImplementedError
