@@ -22,6 +22,7 @@ TOOLS = {
     "submit": ("taskcore.client_cli", "submit a task over HTTP"),
     "watch": ("taskcore.client_cli", "follow a task's live progress until it ends"),
     "dlq": ("taskcore.client_cli", "inspect and replay dead letters"),
+    "schedules": ("taskcore.schedules_cli", "list, show, pause, resume and delete schedules"),
 }
 
 

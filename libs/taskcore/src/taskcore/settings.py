@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     due_sweep_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     schedule_sweep_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     schedule_misfire_grace_seconds: float = Field(default=60.0, ge=0)
+    # API: schedules one user may have.
+    max_schedules_per_user: int = Field(default=100, ge=0)
     # Retention of finished work: root tasks (with their trees, event logs and dead
     # letters) are removed this many days after they finished; FAILED, DEAD_LETTER and
     # COMPLETED_WITH_ERRORS after the second. The sweep removes at most retention_batch

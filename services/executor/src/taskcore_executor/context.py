@@ -13,7 +13,7 @@ from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import EventEmitter, Publisher
 from taskcore.domain.events import EventType, TaskEvent
 from taskcore.messages.envelope import TaskMessage
-from taskcore.plugin import NonRetryableError, SubtaskSpec, TaskCancelled
+from taskcore.plugin import NonRetryableError, SubtaskSpec, TaskCancelled, TaskTimeout
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
 from taskcore.submission import NewTask, idempotent_task_id, submit_tasks
 from taskcore.taskdoc import SEQUENCE_BLOCK
@@ -93,10 +93,16 @@ class RunningTask:
         self.lost = False  # another executor owns the claim now: drop the outcome
         self.handing_back = False  # shutdown: give the task back unfinished
         self.finishing = False  # the outcome is being recorded: too late to stop
+        self.timed_out = False  # past its deadline: checkpoints raise TaskTimeout
         self.execution: asyncio.Task[Any] | None = None
         self.start_notice: StartNotice | None = None
 
     def cancel(self) -> None:
+        self.cancelled.set()
+
+    def time_out(self) -> None:
+        """The attempt is past its deadline: its next checkpoint stops it."""
+        self.timed_out = True
         self.cancelled.set()
 
     def lose(self) -> None:
@@ -245,6 +251,8 @@ class ExecutionContext:
 
     def check_cancelled(self) -> None:
         if self._running.cancelled.is_set():
+            if self._running.timed_out:
+                raise TaskTimeout(f"task {self.task_id} ran past its time limit")
             raise TaskCancelled(f"task {self.task_id} was cancelled")
 
     async def heartbeat(self) -> None:
