@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -75,7 +76,7 @@ def test_an_interval_follows_real_time_through_the_repeated_hour() -> None:
     for _ in range(6):
         t = cron.next_after(t) or t
         times.append(t)
-    assert all(b - a == timedelta(minutes=30) for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == timedelta(minutes=30) for a, b in itertools.pairwise(times))
 
 
 GRACE = 60.0

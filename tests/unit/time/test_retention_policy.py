@@ -62,7 +62,8 @@ def test_nothing_unfinished_is_ever_selected(tasks: list[TaskRecord]) -> None:
     selected = set(removable_trees(POLICY, tasks, NOW))
     for task in tasks:
         if task.root_id in selected:
-            assert task.status.is_terminal and task.settled
+            assert task.status.is_terminal
+            assert task.settled
 
 
 def test_a_failed_tree_is_kept_longer_than_a_completed_one() -> None:
