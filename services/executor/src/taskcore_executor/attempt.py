@@ -240,6 +240,11 @@ class AttemptRunner:
         )
         outcome = Dead(DeadReason.STALLED, error)
         entries = outcome_entries(outcome, msg, seq, header(message, env.HEADER_TRACEPARENT))
+        # The attempts that died may not have announced their start (it goes out after
+        # a few ms): the event says how many there were, every earlier claim of the task.
+        [dead] = entries
+        data = {**dead.event.data, "attempts": claim.attempt - 1, "stalls": stalls}
+        entries = [dead.model_copy(update={"event": dead.event.model_copy(update={"data": data})})]
         if await self.batches.finish(Finish(claim, Ending.DONE, entries)):
             await self._publish(entries)
             _count_outcome(msg, outcome)

@@ -128,6 +128,9 @@ def _finished(status: TaskStatus) -> Any:
             changes["retry_count"] = event.data["retry_count"]
         if "dead_letter_id" in event.data:
             changes["dead_letter_id"] = event.data["dead_letter_id"]
+        if isinstance(event.data.get("attempts"), int):
+            # Attempts whose executor died before announcing their start (a stalled task).
+            changes["attempts"] = max(state.attempts, event.data["attempts"])
         return changes
 
     return apply
