@@ -189,8 +189,12 @@ async def _until_answered(
 
 async def count_terminal(store: Store) -> int:
     """Terminal tasks of the workload (the schedule's runs are not counted)."""
-    return await store.tasks.count_documents(
-        {"status": {"$in": list(TERMINAL)}, "schedule_id": None}
+    terminal = {"status": {"$in": list(TERMINAL)}}
+    # Counted apart rather than filtered with ``schedule_id: None``: the stand-in does not
+    # match a missing field (tasks stored before schedules existed) against null.
+    scheduled = {**terminal, "schedule_id": {"$gt": ""}}
+    return await store.tasks.count_documents(terminal) - await store.tasks.count_documents(
+        scheduled
     )
 
 
