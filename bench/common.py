@@ -147,6 +147,7 @@ def stack_env(
         "TASKCORE_API_KEYS": json.dumps(
             {BENCH_API_KEY: {"user_id": BENCH_USER, "role": "admin", "tier": "paid"}}
         ),
+        "TASKCORE_ENABLE_DIAG": "1",  # the benchmarks run diag.* tasks
         # Documents and bytes written per task are part of what the benchmarks print.
         "TASKCORE_STORE_ACCOUNTING": "1",
         # Logs are part of the cost being measured; keep them to what an operator would.

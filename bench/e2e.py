@@ -1,6 +1,6 @@
 """taskcore end to end: HTTP batch submit -> executor -> aggregator -> bridge -> subscriber.
 
-    python -m bench.e2e --n 10000 [--executors 1] [--json out.json] [--py-spy prof/]
+    python -m bench.e2e --n 10000 [--executors 1] [--workflow-elements 1000] [--json out.json]
 
 Starts the four services as processes on a fresh RabbitMQ vhost and database (an nx-27017
 stand-in unless ``MONGO_URL`` is set), submits ``diag.noop`` and ``diag.sleep`` (10 ms)
@@ -15,6 +15,10 @@ Broker messages and store round trips per task are counted from every service's
 ``/metrics`` (before and after each run); CPU time per task from ``/proc``. In the same run,
 with the services stopped, the raw aio-pika and Celery baselines (``bench/baselines``) run
 on the same broker and store, and the table shows taskcore/raw and taskcore/Celery.
+
+The workflow figure (``bench/workflow_pipeline.py``): steps per second for a three-step
+pipeline with a ``--workflow-elements``-item for_each, as one workflow and as the same
+work submitted as plain tasks, on the same stack after the other runs.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ from bench.common import (
     source_version,
     store_server,
 )
+from bench.workflow_pipeline import measure_pipeline, pipeline_report
 
 COMPLETED_TYPE = "io.taskcore.task.completed"
 TASK_KINDS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -563,6 +568,13 @@ async def measure_taskcore(
     return results
 
 
+async def measure_workflow(target: StackTarget, elements: int) -> list[Figures]:
+    """The workflow figure: the pipeline as one workflow, then as plain tasks."""
+    print(f"  workflow pipeline: {elements} elements ...", file=sys.stderr, flush=True)
+    async with CompletionWatcher(target.rabbitmq_url) as watcher, api_client(target) as http:
+        return await measure_pipeline(http, watcher, elements)
+
+
 async def measure_baselines(
     rabbitmq_url: str, store_url: str, args: argparse.Namespace
 ) -> list[Figures]:
@@ -619,8 +631,20 @@ def ratios(taskcore: list[Figures], baselines: list[Figures]) -> dict[str, float
     return {k: round(v, 3) for k, v in out.items()}
 
 
+def workflow_ratio(workflow: list[Figures]) -> dict[str, float]:
+    by_name = {f["baseline"]: f["steps_per_s"] for f in workflow}
+    plain = by_name.get("taskcore.workflow.plain_tasks")
+    if not plain or "taskcore.workflow.pipeline" not in by_name:
+        return {}
+    key = "taskcore.workflow.pipeline steps/s / the same as plain tasks"
+    return {key: round(by_name["taskcore.workflow.pipeline"] / plain, 3)}
+
+
 def report(
-    environment: Mapping[str, Any], results: list[Figures], ratio: Mapping[str, float]
+    environment: Mapping[str, Any],
+    results: list[Figures],
+    ratio: Mapping[str, float],
+    workflow: list[Figures] | None = None,
 ) -> str:
     lines = [
         f"taskcore e2e on {environment['broker']}, {environment['store']}, "
@@ -645,6 +669,8 @@ def report(
             "  CPU ms per task: "
             + ", ".join(f"{name} {ms:.3f}" for name, ms in f["cpu_ms_per_task"].items()),
         ]
+    if workflow:
+        lines += ["", *pipeline_report(workflow)]
     return "\n".join(lines)
 
 
@@ -660,6 +686,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--paced-rate", type=float, default=200.0, help="tasks/s when paced")
     parser.add_argument("--paced-batch", type=int, default=20, help="tasks per request, paced")
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--workflow-elements",
+        type=int,
+        default=1000,
+        help="elements of the workflow figure's for_each (0 skips it)",
+    )
     parser.add_argument("--executors", type=int, default=1)
     parser.add_argument("--aggregators", type=int, default=1)
     parser.add_argument(
@@ -688,6 +720,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--types takes {', '.join(TASK_KINDS)}; --modes takes flat, paced")
     if not 1 <= args.batch <= MAX_BATCH or not 1 <= args.paced_batch <= MAX_BATCH:
         parser.error(f"batches hold 1 to {MAX_BATCH} tasks")
+    if args.workflow_elements < 0:
+        parser.error("--workflow-elements takes 0 (skip) or more")
     return args
 
 
@@ -715,11 +749,16 @@ async def _main(args: argparse.Namespace) -> int:
             env=dict(args.service_env),
         ) as target:
             taskcore = await measure_taskcore(target, workloads(args), args)
+            workflow = (
+                await measure_workflow(target, args.workflow_elements)
+                if args.workflow_elements
+                else []
+            )
         baselines = (
             [] if args.skip_baselines else await measure_baselines(rabbitmq_url, store.url, args)
         )
-    ratio = ratios(taskcore, baselines)
-    print(report(environment, taskcore + baselines, ratio))
+    ratio = ratios(taskcore, baselines) | workflow_ratio(workflow)
+    print(report(environment, taskcore + baselines, ratio, workflow))
     if args.py_spy:
         print_profiles(args.py_spy)
     if args.json:
@@ -731,6 +770,7 @@ async def _main(args: argparse.Namespace) -> int:
                         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                     },
                     "results": taskcore + baselines,
+                    "workflow": workflow,
                     "ratios": ratio,
                 },
                 indent=2,
@@ -740,6 +780,7 @@ async def _main(args: argparse.Namespace) -> int:
         )
         print(f"\nwrote {args.json}")
     problems = [p for f in taskcore for p in completion_problems(f)]
+    problems += [f"{f['baseline']}: {p}" for f in workflow for p in f["problems"]]
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     return 1 if problems else 0

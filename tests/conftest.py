@@ -24,6 +24,10 @@ from taskcore.standin import MongoStandin
 from taskcore.testing.rabbit import create_vhost, delete_vhost, url_for_vhost
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# The tests use the diag.* task types throughout; in-process services read this, and the
+# services the tests start as processes inherit it. (tests/unit/test_registry_diag.py
+# checks that they are off without it.)
+os.environ.setdefault("TASKCORE_ENABLE_DIAG", "1")
 
 
 @functools.cache

@@ -139,7 +139,10 @@ class FaultRun:
         doomed = {f"{task_id}:1" for task_id in self.submitted.of_kind("doomed")}
         return Expected(
             statuses=await expected_statuses(self.store, self.submitted, self.schedule),
-            children={parent: self.workload.children for parent in fanouts},
+            children={
+                **{parent: self.workload.children for parent in fanouts},
+                **{workflow: 3 for workflow in self.submitted.of_kind("workflow")},
+            },
             dead_letter_ids=frozenset(doomed | self.poison_ids),
         )
 

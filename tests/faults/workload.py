@@ -3,10 +3,12 @@ end as.
 
 Kinds: ``noop``; ``sleep`` (0.2-1 s); ``flaky`` (fails once, then succeeds on a retry);
 ``doomed`` (a non-retryable failure: dead-lettered, the expected dead letters); ``fanout``
-(``children`` noop subtasks, collect-all); ``delayed`` (a noop that may not start for
-1-3 s: some wait in a delay queue, some in the store). Every item carries an idempotency
-key, so a batch retried after a failed request creates each task once. Besides the
-items, a run keeps a schedule firing every two seconds (``Schedule``) until it verifies.
+(``children`` noop subtasks, collect-all); ``workflow`` (a three-step pipeline: a list,
+a ``for_each`` over it, and a step that reads the for_each's result); ``delayed`` (a noop
+that may not start for 1-3 s: some wait in a delay queue, some in the store). Every item
+carries an idempotency key, so a request retried after a failure creates each task once.
+Besides the items, a run keeps a schedule firing every two seconds (``Schedule``) until
+it verifies.
 """
 
 from __future__ import annotations
@@ -32,11 +34,43 @@ KINDS: dict[str, tuple[int, str, str]] = {
     "flaky": (8, "diag.fail", "COMPLETED"),
     "doomed": (4, "diag.fail", "DEAD_LETTER"),
     "fanout": (2, "diag.fanout", "COMPLETED"),
+    "workflow": (2, "workflow", "COMPLETED"),
     "delayed": (6, "diag.noop", "COMPLETED"),
 }
 # Delays of the ``delayed`` kind: 1 and 2 s fit a delay queue, the others wait in the store.
 DELAYS_S = (1.0, 1.4, 2.0, 2.6)
 SCHEDULE_CRON = "*/2 * * * * *"
+# A workflow item: the workflow, its three steps' tasks (one a for_each container) and
+# the container's elements.
+WORKFLOW_ELEMENTS = 5
+WORKFLOW_TASKS = 1 + 3 + WORKFLOW_ELEMENTS
+
+
+def pipeline(elements: int = WORKFLOW_ELEMENTS) -> dict[str, Any]:
+    """A list, a for_each over it, and a step that reads the for_each's results."""
+    return {
+        "name": "fault-pipeline",
+        "steps": [
+            {
+                "id": "make",
+                "task_type": "diag.echo",
+                "parameters": {"value": list(range(elements))},
+            },
+            {
+                "id": "each",
+                "task_type": "diag.echo",
+                "depends_on": ["make"],
+                "for_each": {"$ref": "make.result.value"},
+                "parameters": {"value": {"$ref": "item"}},
+            },
+            {
+                "id": "total",
+                "task_type": "diag.echo",
+                "depends_on": ["each"],
+                "parameters": {"value": {"$ref": "each.result"}},
+            },
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -82,8 +116,11 @@ class Workload:
 
     @property
     def total(self) -> int:
-        """Tasks including the fan-outs' children."""
-        return len(self.items) + self.children * sum(i.kind == "fanout" for i in self.items)
+        """Tasks including the fan-outs' children and the workflows' steps."""
+        fanouts = sum(i.kind == "fanout" for i in self.items)
+        workflows = sum(i.kind == "workflow" for i in self.items)
+        plain = len(self.items) - workflows
+        return plain + self.children * fanouts + WORKFLOW_TASKS * workflows
 
     def waves(self, n: int) -> list[Workload]:
         """The items split into ``n`` workloads, to submit at different moments."""
@@ -99,6 +136,8 @@ def _parameters(kind: str, rng: random.Random, children: int) -> dict[str, Any]:
         return {"times": 9, "retryable": False}
     if kind == "fanout":
         return {"count": children}
+    if kind == "workflow":
+        return pipeline()
     return {}
 
 
@@ -116,9 +155,43 @@ class Submitted:
 
 
 async def submit(api_url: str, workload: Workload, *, within: float = 60.0) -> Submitted:
-    """POST the workload to ``/v1/tasks/batch``, again and again until every item is
-    accepted (a request during an outage may fail; the keys make a repeat harmless)."""
-    body = {"tasks": [item.submission() for item in workload.items]}
+    """POST the workload's tasks to ``/v1/tasks/batch`` and its workflows to
+    ``/v1/workflows``, again and again until every item is accepted (a request during an
+    outage may fail; the keys make a repeat harmless)."""
+    tasks = [item for item in workload.items if item.kind != "workflow"]
+    submitted = await _submit_batch(api_url, tasks, within=within)
+    for item in workload.items:
+        if item.kind == "workflow":
+            submitted = submitted.merge(await _submit_workflow(api_url, item, within=within))
+    return submitted
+
+
+async def _submit_workflow(api_url: str, item: Item, *, within: float) -> Submitted:
+    done: Submitted | None = None
+    headers = {**AUTH, "Idempotency-Key": item.key}
+
+    async def accepted() -> bool:
+        nonlocal done
+        try:
+            async with httpx.AsyncClient(timeout=20) as client:
+                response = await client.post(
+                    f"{api_url}/v1/workflows", headers=headers, json=item.parameters
+                )
+        except httpx.HTTPError:
+            return False
+        if response.status_code >= 500:
+            return False
+        assert response.status_code == 202, response.text
+        done = Submitted({response.json()["id"]: item})
+        return True
+
+    await wait_for_async(accepted, timeout=within, interval=0.5, message="workflow accepted")
+    assert done is not None
+    return done
+
+
+async def _submit_batch(api_url: str, items: list[Item], *, within: float) -> Submitted:
+    body = {"tasks": [item.submission() for item in items]}
 
     done: Submitted | None = None
 
@@ -134,9 +207,7 @@ async def submit(api_url: str, workload: Workload, *, within: float = 60.0) -> S
         assert response.status_code == 200, response.text
         results = response.json()["results"]
         assert all(r["ok"] for r in results), results
-        done = Submitted(
-            {r["task"]["id"]: item for r, item in zip(results, workload.items, strict=True)}
-        )
+        done = Submitted({r["task"]["id"]: item for r, item in zip(results, items, strict=True)})
         return True
 
     await wait_for_async(accepted, timeout=within, interval=0.5, message="batch accepted")
@@ -224,6 +295,9 @@ async def expected_statuses(
     parents = submitted.of_kind("fanout")
     async for child in store.tasks.find({"parent_task_id": {"$in": parents}}, {"_id": 1}):
         statuses[child["_id"]] = "COMPLETED"
+    workflows = submitted.of_kind("workflow")
+    async for member in store.tasks.find({"root_task_id": {"$in": workflows}}, {"_id": 1}):
+        statuses[member["_id"]] = "COMPLETED"
     if schedule is not None and schedule.id is not None:
         async for run in store.tasks.find({"schedule_id": schedule.id}, {"_id": 1}):
             statuses[run["_id"]] = "COMPLETED"

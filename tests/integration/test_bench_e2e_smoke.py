@@ -4,14 +4,29 @@ are there); the figures themselves are what ``python -m bench.e2e`` is for."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from bench.common import running_stack
-from bench.e2e import Workload, completion_problems, run_workload
+from bench.common import StackTarget, fresh_vhost, running_stack
+from bench.e2e import (
+    Workload,
+    completion_problems,
+    measure_workflow,
+    report,
+    run_workload,
+    workflow_ratio,
+)
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def target(mongo_url: str) -> Iterator[StackTarget]:
+    """The four services on a fresh vhost and database, shared by this module's tests."""
+    with fresh_vhost("bench-smoke") as rabbitmq_url, running_stack(rabbitmq_url, mongo_url) as t:
+        yield t
 
 
 def assert_sane(figures: dict[str, Any], n: int) -> None:
@@ -34,22 +49,19 @@ def assert_sane(figures: dict[str, Any], n: int) -> None:
     assert all(ms > 0 for ms in figures["cpu_ms_per_task"].values())
 
 
-async def test_every_task_completes_visibly_and_its_cost_is_counted(
-    rabbitmq_url: str, mongo_url: str
-) -> None:
-    # Given the four services on a fresh vhost and database
-    with running_stack(rabbitmq_url, mongo_url) as target:
-        # when the benchmark submits flat out (in a window), paced, and a parent with children
-        flat = await run_workload(
-            target, Workload("smoke.flat", 200, batch_size=50, window=100, timeout_s=30)
-        )
-        paced = await run_workload(
-            target, Workload("smoke.paced", 60, batch_size=10, rate=200, timeout_s=30)
-        )
-        fanout = await run_workload(
-            target,
-            Workload("smoke.fanout", 1, "diag.fanout", children=50, timeout_s=30),
-        )
+async def test_every_task_completes_visibly_and_its_cost_is_counted(target: StackTarget) -> None:
+    # Given the four services on a fresh vhost and database,
+    # when the benchmark submits flat out (in a window), paced, and a parent with children
+    flat = await run_workload(
+        target, Workload("smoke.flat", 200, batch_size=50, window=100, timeout_s=30)
+    )
+    paced = await run_workload(
+        target, Workload("smoke.paced", 60, batch_size=10, rate=200, timeout_s=30)
+    )
+    fanout = await run_workload(
+        target,
+        Workload("smoke.fanout", 1, "diag.fanout", children=50, timeout_s=30),
+    )
 
     # then every task is COMPLETED in the projection and its completed CloudEvent arrived
     assert_sane(flat, 200)
@@ -59,3 +71,41 @@ async def test_every_task_completes_visibly_and_its_cost_is_counted(
     assert fanout["completed_events_received"] == 51
     assert fanout["projection_completed"] == 51
     assert completion_problems(fanout) == []
+
+
+async def test_the_workflow_figure_runs_the_pipeline_both_ways_and_reports_it(
+    target: StackTarget,
+) -> None:
+    # When the benchmark runs the 3-step pipeline with a 30-item for_each, as a workflow
+    # and as plain tasks
+    figures = await measure_workflow(target, 30)
+
+    # then both ran every step (total got every element's result, in order), were timed,
+    # and the report shows steps per second and their ratio
+    workflow, plain = figures
+    assert workflow["baseline"] == "taskcore.workflow.pipeline"
+    assert plain["baseline"] == "taskcore.workflow.plain_tasks"
+    for f in figures:
+        assert f["problems"] == []
+        assert f["steps"] == 32
+        assert f["steps_per_s"] == pytest.approx(32 / f["seconds"], rel=0.01)
+    assert (workflow["tasks"], workflow["requests"]) == (34, 1)
+    assert (plain["tasks"], plain["requests"]) == (32, 5)
+    ratio = workflow_ratio(figures)
+    [(key, value)] = ratio.items()
+    assert value == pytest.approx(workflow["steps_per_s"] / plain["steps_per_s"], abs=0.001)
+    text = report({**ENVIRONMENT}, [], ratio, figures)
+    assert "a 30-item for_each" in text
+    assert f"{workflow['steps_per_s']:,.1f} steps/s" in text
+    assert f"{plain['steps_per_s']:,.1f} steps/s" in text
+    assert key in text
+
+
+ENVIRONMENT = {
+    "broker": "RabbitMQ",
+    "store": "stand-in",
+    "cpus": 2,
+    "executors": 1,
+    "load_average": 0.0,
+    "source": "test",
+}

@@ -95,7 +95,8 @@ async def test_a_label_filter_walked_page_by_page_under_concurrent_inserts_retur
     assert len(ids) == len(set(ids)), "a task was listed twice"
     assert {t["id"] for t in matching} <= set(ids), "a task that existed was missed"
     assert all(t["labels"] == {"project_id": "42"} for t in pages)
-    keys = [(t["created_at"], t["id"]) for t in pages]
+    # As times, not strings: a time on a whole second is written without its fraction.
+    keys = [(datetime.fromisoformat(t["created_at"]), t["id"]) for t in pages]
     assert keys == sorted(keys, reverse=True), "newest first"
 
 

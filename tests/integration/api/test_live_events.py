@@ -12,6 +12,7 @@ from taskcore.messages.cloudevents import to_amqp_body, to_cloudevent
 from taskcore.messages.envelope import CommittedEvent
 from taskcore.messages.topology import EXTERNAL_EVENTS_EXCHANGE, declare_topology
 from taskcore.settings import Settings
+from taskcore.testing import wait_for_async
 from taskcore_api.live import MAX_BUFFERED, LiveEvent, LiveEvents, Resync
 
 
@@ -49,6 +50,10 @@ async def test_followers_get_their_tasks_committed_events_and_only_those(
         live = LiveEvents()
         await live.start(connection)
         with live.follow("task-a") as a, live.follow("task-a") as a2, live.follow("task-b") as b:
+            # Binding on the first follower: each is told to resync what came before
+            first = [await f.next(5) for f in (a, a2, b)]
+            assert all(isinstance(notice, Resync) for notice in first)
+            assert live.bound
             await publish_as_the_bridge(
                 channel, committed("task-c", 1, EventType.STARTED, "RUNNING")
             )
@@ -95,3 +100,34 @@ async def test_a_follower_that_falls_behind_is_told_to_resync_instead() -> None:
         rest = await follower.next(0.1)
     assert isinstance(first, Resync)
     assert rest is None
+
+
+async def test_the_queue_is_bound_only_while_someone_follows(settings: Settings) -> None:
+    connection = await connect_broker(settings.rabbitmq_url, name="test-live-binding")
+    try:
+        channel = await connection.channel()
+        await declare_topology(channel)
+        live = LiveEvents(unbind_after_s=0.2)
+        await live.start(connection)
+        # Nobody follows: the process receives none of the system's events
+        assert not live.bound
+        with live.follow("task-a") as a:
+            assert isinstance(await a.next(5), Resync)
+            assert live.bound
+        # and a while after the last follower left, it stops receiving them again
+        await wait_for_async(lambda: _unbound(live), timeout=5, message="unbound")
+        # a new follower binds it again
+        with live.follow("task-a") as again:
+            assert isinstance(await again.next(5), Resync)
+            await publish_as_the_bridge(
+                channel, committed("task-a", 3, EventType.STARTED, "RUNNING")
+            )
+            event = await again.next(5)
+        assert isinstance(event, LiveEvent)
+        assert event.sequence == 3
+    finally:
+        await connection.close()
+
+
+async def _unbound(live: LiveEvents) -> bool:
+    return not live.bound

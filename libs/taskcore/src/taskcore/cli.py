@@ -20,9 +20,14 @@ TOOLS = {
     "dev": ("taskcore.dev", "run all four services (and a MongoDB stand-in if MONGO_URL is unset)"),
     "rebuild": ("taskcore_aggregator.rebuild_cli", "rebuild projections from the event log"),
     "submit": ("taskcore.client_cli", "submit a task over HTTP"),
-    "watch": ("taskcore.client_cli", "follow a task's live progress until it ends"),
+    "submit-workflow": ("taskcore.client_cli", "submit a workflow (a JSON file) over HTTP"),
+    "watch": (
+        "taskcore.client_cli",
+        "follow a task's live progress (a workflow's steps) until it ends",
+    ),
     "dlq": ("taskcore.client_cli", "inspect and replay dead letters"),
     "schedules": ("taskcore.schedules_cli", "list, show, pause, resume and delete schedules"),
+    "topology": ("taskcore.topology_cli", "declare the broker topology (a deployment step)"),
 }
 
 

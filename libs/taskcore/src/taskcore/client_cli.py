@@ -1,14 +1,16 @@
-"""``taskcore submit`` and ``taskcore watch``: the HTTP API at a terminal.
+"""``taskcore submit``, ``submit-workflow`` and ``watch``: the HTTP API at a terminal.
 
 The API's address and key come from ``TASKCORE_API_URL`` (default
 ``http://127.0.0.1:8000``) and ``TASKCORE_API_KEY``, or ``--url`` and ``--key``.
 
     taskcore submit diag.sleep --param seconds=3 --watch
+    taskcore submit-workflow examples/novel_import.json --watch
     taskcore watch 5f0c...
 
 ``watch`` follows the task's Server-Sent Events stream with a progress bar until the
 task ends (reconnecting with ``Last-Event-ID`` if the connection drops) and exits with
-a status that says how it ended (see ``EXIT_STATUS``).
+a status that says how it ended (see ``EXIT_STATUS``). A workflow is shown step by step
+instead (``taskcore.workflow_watch``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
+
+from taskcore.workflows.plan import WORKFLOW_TASK_TYPE
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "TASKCORE_API_URL"
@@ -72,10 +78,23 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--key", default=os.environ.get(KEY_ENV), help=f"API key (${KEY_ENV})")
     if name == "submit":
         _submit_arguments(parser)
+    elif name == "submit-workflow":
+        _submit_workflow_arguments(parser)
     elif name == "watch":
         parser.epilog = _EXIT_HELP
         parser.add_argument("task_id")
         parser.add_argument("--json", action="store_true", help="print each event as JSON")
+        _interval_argument(parser)
+
+
+def _interval_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="a workflow's steps are read this often (at least 0.1 s; default 1)",
+    )
 
 
 def _submit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +116,17 @@ def _submit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", type=float, help="wait up to SECONDS for the task to end")
     parser.add_argument("--watch", action="store_true", help="follow it until it ends")
     parser.add_argument("--quiet", action="store_true", help="print only the task id")
+
+
+def _submit_workflow_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "With --watch, " + _EXIT_HELP
+    parser.add_argument(
+        "file", metavar="FILE.json", help="the workflow (POST /v1/workflows' body); - for stdin"
+    )
+    parser.add_argument("--idempotency-key")
+    parser.add_argument("--watch", action="store_true", help="follow its steps until it ends")
+    parser.add_argument("--quiet", action="store_true", help="print only the workflow's id")
+    _interval_argument(parser)
 
 
 def parse_params(pairs: list[str], params_json: str | None = None) -> dict[str, Any]:
@@ -137,7 +167,16 @@ def run(args: argparse.Namespace) -> int:
         with client:
             if command == "submit":
                 return submit(client, args, sys.stdout, sys.stderr)
-            return watch(client, args.task_id, sys.stdout, sys.stderr, as_json=args.json)
+            if command == "submit-workflow":
+                return submit_workflow(client, args, sys.stdout, sys.stderr)
+            return watch(
+                client,
+                args.task_id,
+                sys.stdout,
+                sys.stderr,
+                as_json=args.json,
+                interval=args.interval,
+            )
     except ApiRefused as exc:
         print(f"taskcore {command}: {exc}", file=sys.stderr)
         return EXIT_API_ERROR
@@ -169,6 +208,39 @@ def submit(client: httpx.Client, args: argparse.Namespace, out: TextIO, err: Tex
     if args.wait and task["status"] in TERMINAL:
         return EXIT_STATUS[task["status"]]
     return 0
+
+
+def submit_workflow(
+    client: httpx.Client, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    try:
+        body = read_workflow(args.file, sys.stdin)
+    except (OSError, ValueError) as exc:
+        print(f"taskcore submit-workflow: {exc}", file=err)
+        return EXIT_API_ERROR
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+    response = client.post("/v1/workflows", json=body, headers=headers)
+    if response.status_code not in (200, 202):
+        raise ApiRefused(response)
+    task = response.json()
+    print(task["id"] if args.quiet else json.dumps(task, indent=2), file=out)
+    if args.watch:
+        return watch(client, task["id"], out, err, interval=args.interval)
+    return 0
+
+
+def read_workflow(path: str, stdin: TextIO) -> dict[str, Any]:
+    """The workflow in the file at ``path`` (``-``: ``stdin``); ValueError if it is not a
+    JSON object, OSError if it cannot be read."""
+    where = "standard input" if path == "-" else path
+    text = stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError(f"{where} must hold one JSON object (the workflow), not a list or value")
+    return body
 
 
 # ---- watching ------------------------------------------------------------------------
@@ -257,34 +329,73 @@ def watch(
     *,
     as_json: bool = False,
     reconnects: int = 10,
+    interval: float = 1.0,
 ) -> int:
+    task = get_json(client, f"/v1/tasks/{task_id}", reconnects=reconnects)
+    if task.get("task_type") == WORKFLOW_TASK_TYPE:
+        from taskcore.workflow_watch import watch_workflow  # it builds on this module
+
+        return watch_workflow(
+            client, task, out, err, as_json=as_json, interval=interval, reconnects=reconnects
+        )
     state = Progress()
-    last_id: str | None = None
     tty = err.isatty()
+    for event in follow(client, task_id, reconnects=reconnects):
+        state.apply(event)
+        if as_json:
+            print(json.dumps(event_json(event)), file=out)
+        else:
+            print(("\r" if tty else "") + state.line(), end="" if tty else "\n", file=err)
+    return _finish(state, out, err, tty, as_json)
+
+
+def event_json(event: SseEvent) -> dict[str, Any]:
+    """How ``watch --json`` prints a stream event: one JSON object per line."""
+    return {"event": event.event, "id": event.id, "data": json.loads(event.data)}
+
+
+def follow(client: httpx.Client, task_id: str, *, reconnects: int = 10) -> Iterator[SseEvent]:
+    """The task's stream, up to and including its terminal event. A dropped connection is
+    resumed with ``Last-Event-ID`` (no gap, no repeat), after ``reconnects`` failures in a
+    row the ``httpx.TransportError`` is raised; a refusal is ``ApiRefused``."""
+    last_id: str | None = None
     failures = 0
     while True:
         try:
             for event in _stream(client, task_id, last_id):
                 failures = 0
                 last_id = event.id or last_id
-                state.apply(event)
-                if as_json:
-                    print(
-                        json.dumps(
-                            {"event": event.event, "id": event.id, "data": json.loads(event.data)}
-                        ),
-                        file=out,
-                    )
-                else:
-                    print(("\r" if tty else "") + state.line(), end="" if tty else "\n", file=err)
-                if state.status in TERMINAL:
-                    return _finish(state, out, err, tty, as_json)
+                yield event
+                if json.loads(event.data).get("status") in TERMINAL:
+                    return
         except httpx.TransportError:
             failures += 1
             if failures > reconnects:
                 raise
             time.sleep(min(5.0, 0.5 * failures))  # back off before reconnecting
         # The stream ended without a terminal event (the API restarted): resume.
+
+
+def get_json(
+    client: httpx.Client,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    reconnects: int = 10,
+) -> dict[str, Any]:
+    """``GET path``'s JSON, retried like a dropped stream while the API is unreachable."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(httpx.TransportError),
+        wait=wait_incrementing(start=0.5, increment=0.5, max=5.0),
+        stop=stop_after_attempt(reconnects + 1),
+        reraise=True,
+    ):
+        with attempt:
+            response = client.get(path, params=params)
+    if response.status_code != 200:
+        raise ApiRefused(response)
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def _stream(client: httpx.Client, task_id: str, last_id: str | None) -> Iterator[SseEvent]:

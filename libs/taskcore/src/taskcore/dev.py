@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from taskcore.settings import DEFAULT_PORTS, Settings
-from taskcore.standin import MongoStandin
+from taskcore.standin import MongoStandin, StandinMissing, standin_executable
 
 DEV_KEYS = '{"dev-key": {"user_id": "dev", "role": "admin", "tier": "paid"}}'
 
@@ -50,8 +50,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not settings.mongo_url:
+        try:
+            standin_executable()
+        except StandinMissing as exc:
+            print(f"taskcore dev: {exc}", file=sys.stderr)
+            return 2
     env = dict(os.environ)
     env.setdefault("TASKCORE_API_KEYS", DEV_KEYS)
+    env.setdefault("TASKCORE_ENABLE_DIAG", "1")  # the diag.* types, for trying things out
     standin = None
     if not settings.mongo_url:
         standin = MongoStandin(workdir=Path(args.workdir).resolve())

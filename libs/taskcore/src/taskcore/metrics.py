@@ -143,6 +143,13 @@ AMQP_PUBLISHED = Counter(
     "Messages published (and confirmed) by this process.",
     ["exchange"],
 )
+AMQP_RETURNED = Counter(
+    "taskcore_amqp_returned_total",
+    "Mandatory publishes the broker returned as unroutable (no queue bound for the key). "
+    "handling: error (raised; the sender keeps the message and retries it) or no_listener "
+    "(normal there: external events with no subscriber, a cancel signal with no executor).",
+    ["exchange", "handling"],
+)
 STORE_COMMANDS = Counter(
     "taskcore_store_commands_total", "MongoDB commands (round trips) sent.", ["command"]
 )

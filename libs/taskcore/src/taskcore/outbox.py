@@ -19,7 +19,7 @@ import aio_pika
 from aio_pika.exceptions import AMQPError
 
 from taskcore import metrics
-from taskcore.adapters.rabbit import Publisher, dumps, message
+from taskcore.adapters.rabbit import MessageReturned, Publisher, dumps, message
 from taskcore.messages.envelope import Dispatch, OutboxEntry
 from taskcore.taskdoc import ExecState, TaskDocuments, outbox_entries
 
@@ -102,7 +102,12 @@ class OutboxRelay:
             seen_at = ExecState.of(doc).outbox_at_ms or 0
             if not await self._documents.claim_stale_outbox(doc["_id"], seen_at):
                 continue
-            await deliver(self._publisher, entries)
+            try:
+                await deliver(self._publisher, entries)
+            except MessageReturned:
+                # Logged and counted by the publisher. The entry stays for the next period;
+                # one unroutable task must not hold back the other documents of the sweep.
+                continue
             sent += len(entries)
         if sent:
             metrics.OUTBOX_REPUBLISHED.inc(sent)

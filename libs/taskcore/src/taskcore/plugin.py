@@ -117,9 +117,17 @@ class TaskType(Generic[P, R]):
     # At the deadline the attempt is asked to stop (``check_cancelled`` raises
     # ``TaskTimeout``); one that has not stopped a few seconds later is abandoned.
     timeout_seconds: ClassVar[float | None] = None
+    # False for the types taskcore creates itself (a workflow, its for_each containers):
+    # POST /v1/tasks refuses them and GET /v1/task-types does not list them.
+    submittable: ClassVar[bool] = True
 
     async def execute(self, params: P, ctx: TaskContext) -> R:
         raise NotImplementedError
+
+    def planned_children(self, params: P) -> int:
+        """How many subtasks a run with these parameters creates, when the type knows in
+        advance (a submission asking for more than TASKCORE_MAX_CHILDREN is a 422)."""
+        return 0
 
     def parameters_schema(self) -> dict[str, Any]:
         return self.Params.model_json_schema()

@@ -47,6 +47,11 @@ class TaskTypeRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._types
 
+    def submittable(self, name: str) -> bool:
+        """Whether clients may submit tasks of this type (see ``TaskType.submittable``)."""
+        task_type = self._types.get(name)
+        return task_type is not None and task_type.submittable
+
     def names(self) -> list[str]:
         return sorted(self._types)
 
@@ -63,7 +68,7 @@ def _expand(source: Any, settings: Settings) -> list[AnyTaskType]:
 def load_registry(settings: Settings) -> TaskTypeRegistry:
     registry = TaskTypeRegistry()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if settings.disable_diag and ep.name == "diag":
+        if not settings.enable_diag and ep.name == "diag":
             continue
         for t in _expand(ep.load(), settings):
             registry.add(t)

@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 
 from taskcore.adapters.mongo import Store, connect_mongo
 from taskcore.adapters.rabbit import BrokerUnavailable
+from taskcore.messages.topology import TopologyMismatch, TopologyMissing
 from taskcore.observability import configure_logging, redact_url
 from taskcore.settings import DEFAULT_PORTS, Settings
 from taskcore.tracing import setup_tracing
@@ -66,7 +67,13 @@ def run_service(service: str, body: ServiceBody, settings: Settings | None = Non
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_main(service, body, settings))
-    except (BrokerUnavailable, StoreUnavailable, ConfigurationError) as exc:
+    except (
+        BrokerUnavailable,
+        StoreUnavailable,
+        ConfigurationError,
+        TopologyMismatch,
+        TopologyMissing,
+    ) as exc:
         print(f"taskcore {service}: {exc}", file=sys.stderr)
         return 2
     return 0

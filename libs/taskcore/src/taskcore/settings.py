@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     )
     port: int | None = Field(default=None, validation_alias=AliasChoices("PORT", "TASKCORE_PORT"))
     host: str = "127.0.0.1"
+    # classic, or quorum for replicated queues (see taskcore.messages.topology and
+    # deploy/README.md); the same for every service of a deployment.
+    queue_type: Literal["classic", "quorum"] = "classic"
+    # false: only check that the topology exists (it was declared by `taskcore topology`),
+    # so the services' broker users need no configure rights (deploy/README.md).
+    declare_topology: bool = True
 
     # Executor
     node_id: str | None = None
@@ -51,7 +57,10 @@ class Settings(BaseSettings):
     # An attempt's task.started goes out on its own only once it has run this long; a
     # faster one carries it with its outcome (one message and one fold for both).
     started_delay_ms: float = Field(default=50.0, ge=0, le=10_000)
-    disable_diag: bool = False
+    # The diag.* task types exist for smoke tests and benchmarks; a deployment leaves them
+    # off (one POST of a nested diag.fanout would ask for billions of tasks).
+    # `taskcore dev` turns them on.
+    enable_diag: bool = False
 
     # Outbox relay: how old an unfolded outbox entry must be before it is re-sent. Long
     # enough that an aggregator lagging under a burst is not sent its backlog again (a
@@ -92,6 +101,10 @@ class Settings(BaseSettings):
     emit_linger_ms: float = Field(default=0.0, ge=0, le=1000)
     fold_flush_ms: float = Field(default=0.0, ge=0, le=1000)
 
+    # Every consumer: a message with a larger body is dead-lettered (reason too_large)
+    # before it is parsed.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
     # Aggregator
     fold_batch_size: int = 500
 
@@ -118,6 +131,11 @@ class Settings(BaseSettings):
     retention_days_failed: float = Field(default=90.0, gt=0)
     retention_interval_seconds: float = Field(default=300.0, gt=0)
     retention_batch: int = Field(default=100, ge=1, le=10_000)
+    # Bounds on trees and results (taskcore.limits).
+    max_children: int = Field(default=10_000, ge=1)
+    max_descendants: int = Field(default=20_000, ge=1)
+    max_depth: int = Field(default=8, ge=1)
+    max_result_bytes: int = Field(default=1_048_576, ge=1)
 
     # Benchmarks: also measure the size of every write command sent to the store.
     store_accounting: bool = False

@@ -17,6 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class StandinMissing(RuntimeError):
+    """The stand-in is an optional extra (``taskcore[standin]``), not a runtime dependency."""
+
+
+def standin_executable() -> str:
+    """The ``nx-27017`` program: on PATH, or beside this interpreter (an unactivated venv)."""
+    beside = Path(sys.executable).with_name("nx-27017")
+    found = shutil.which("nx-27017") or (str(beside) if beside.exists() else None)
+    if found is None:
+        raise StandinMissing(
+            "the MongoDB stand-in (nx-27017) is not installed: install it with "
+            "`pip install 'taskcore[standin]'` (or `make install`), or set MONGO_URL to a MongoDB."
+        )
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,7 +66,7 @@ class MongoStandin:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.pid_file.unlink(missing_ok=True)
-        exe = shutil.which("nx-27017") or str(Path(sys.executable).with_name("nx-27017"))
+        exe = standin_executable()
         self.process = subprocess.Popen(
             [
                 exe,

@@ -34,8 +34,6 @@ from taskcore.outbox import deliver_or_defer
 from taskcore.taskdoc import ExecState, operations
 from taskcore.tracing import current_traceparent
 
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f6d55-3f3a-4c8e-9f51-2d1c2a7e0b61")
-
 
 @dataclass(frozen=True)
 class NewTask:
@@ -47,6 +45,7 @@ class NewTask:
     tier: Tier = "paid"
     parent_task_id: str | None = None
     root_task_id: str | None = None
+    depth: int = 0  # levels below its root
     subtask_policy: str = "collect_all"
     failure_threshold: float | None = None  # for the "threshold" subtask policy
     task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -54,17 +53,14 @@ class NewTask:
     traceparent: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     team_id: str | None = None
+    # Derived projection fields to insert with it (a workflow's first ``workflow`` view).
+    derived: dict[str, Any] = field(default_factory=dict)
     # Not dispatched before this time (None: at once); set by a delayed submission or,
     # with ``schedule_id``, the due time of the schedule that made the task.
     scheduled_for: datetime | None = None
     schedule_id: str | None = None
     # Each attempt's time limit, when the submission set one (else the type's own).
     timeout_seconds: float | None = None
-
-
-def idempotent_task_id(scope: str, key: str) -> str:
-    """The same (scope, key) always names the same task, so the insert itself dedupes."""
-    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{scope}\x00{key}").hex
 
 
 def request_hash(body: Any) -> str:
@@ -88,6 +84,7 @@ def submitted_event(new: NewTask, now: datetime) -> TaskEvent:
             "parent_task_id": new.parent_task_id,
             "root_task_id": new.root_task_id or new.task_id,
             "subtask_policy": new.subtask_policy,
+            **({"depth": new.depth} if new.depth else {}),
             **({"labels": new.labels} if new.labels else {}),
             **({"team_id": new.team_id} if new.team_id else {}),
             **(
@@ -113,7 +110,7 @@ def new_task_document(new: NewTask, now: datetime) -> tuple[Doc, OutboxEntry]:
     assert task is not None
     # The projection is written here as the fold of the submitted event, so folding that
     # event later changes nothing (the aggregator then has nothing to write for it).
-    projection = task_to_doc(task)
+    projection = {**task_to_doc(task), **new.derived}
     message = TaskMessage(
         task_id=new.task_id,
         task_type=new.task_type,

@@ -28,7 +28,8 @@ from taskcore.messages.topology import (
     COMMITTED_ROUTING_KEY,
     INTERNAL_EVENTS_EXCHANGE,
 )
-from taskcore.poison import dead_letter_poison
+from taskcore.poison import dead_letter_if_too_large, dead_letter_poison
+from taskcore.registry import load_registry
 from taskcore.settings import Settings
 
 from taskcore_aggregator.config import AggregatorSettings
@@ -37,6 +38,7 @@ from taskcore_aggregator.projector import Projector
 from taskcore_aggregator.recounts import ParentRefresher
 from taskcore_aggregator.retention import Retention
 from taskcore_aggregator.watchdog import Watchdog
+from taskcore_aggregator.workflow_runtime import WorkflowRuntime
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +66,26 @@ class Aggregator:
             known_capacity=config.fold_cache_size,
             clear_after_s=config.outbox_clear_delay_seconds,
         )
+        # The task types, for checking a workflow step's parameters once resolved.
+        self.workflows = WorkflowRuntime(
+            store,
+            publisher,
+            load_registry(settings),
+            max_elements=settings.max_children,
+            max_result_bytes=settings.max_result_bytes,
+        )
         self.parents = ParentRefresher(
-            store, publisher, min_interval_s=config.parent_recount_interval_seconds
+            store,
+            publisher,
+            min_interval_s=config.parent_recount_interval_seconds,
+            workflows=self.workflows,
         )
         self.watchdog = Watchdog(
             store,
             publisher,
             interval_s=config.watchdog_interval_seconds,
             stale_s=config.watchdog_stale_seconds,
+            workflows=self.workflows,
         )
         self._buffer: list[Delivery] = []
         self._buffered_events = 0
@@ -133,6 +147,10 @@ class Aggregator:
             await self.projector.flush_clears(everything=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if await dead_letter_if_too_large(
+            self.publisher, message, limit=self.settings.max_message_bytes, source="aggregator"
+        ):
+            return
         try:
             events = decode_events(message.body)
         except MalformedMessage as exc:

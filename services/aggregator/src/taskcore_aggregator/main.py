@@ -21,7 +21,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     connection = await connect_broker(settings.rabbitmq_url, name="taskcore-aggregator")
     store = await open_store(settings)
     try:
-        await declare_topology(await connection.channel())
+        await declare_topology(
+            await connection.channel(), settings.queue_type, declare=settings.declare_topology
+        )
         publisher = await Publisher.open(connection)
         aggregator = Aggregator(settings, config, store, connection, publisher)
 

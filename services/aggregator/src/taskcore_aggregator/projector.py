@@ -224,13 +224,19 @@ class Projector:
 
         Outbox entries are cleared only for events that came over the wire: an entry's
         event arriving proves its dispatch was published, a copy taken from the outbox
-        does not. A batch that changes nothing in the projection leaves its clears for
-        the task's next write (or ``flush_clears``), so a ``task.submitted`` folded into
-        an unchanged projection costs no write of its own.
+        does not.
+
+        A fold that changes nothing still writes (it only takes a revision): another fold
+        from the same revision may have read the log before these events were appended,
+        and must then fail its write and fold again; skipping ours would leave its stale
+        projection standing. The one exception costs nothing and is the common case:
+        events every projection already reflects (a task's submission, which its document
+        was inserted as, and the event a projection's version names). Their outbox clears
+        wait for the task's next write (or ``flush_clears``).
         """
         cleared = [e.event_id for e in new if e.event_id in wire]
         fields = projection_update(stored, after)
-        if not fields:
+        if not fields and all(_reflected(e, stored) for e in new):
             return _Plan(stored, after, items, None, cleared)
         write = write_projection(doc, fields, [*cleared, *self.clears.pending(doc["_id"])])
         return _Plan(stored, after, items, write, cleared)
@@ -354,6 +360,13 @@ class DeferredClears:
         for task_id in due:
             del self._pending[task_id]
         return due
+
+
+def _reflected(event: TaskEvent, stored: Task | None) -> bool:
+    """Whether every projection of the task already shows ``event``."""
+    if event.type is EventType.SUBMITTED:
+        return True
+    return stored is not None and event.sequence == stored.version
 
 
 def _by_task(events: Iterable[TaskEvent]) -> dict[str, list[TaskEvent]]:

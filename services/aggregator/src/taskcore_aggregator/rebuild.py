@@ -125,8 +125,7 @@ async def _rebuild_task(
         if check:
             report.differing.append(task_id)
             return after
-        write = operations.write_projection(doc, changes, [])
-        if write is not None and await store.documents.apply(write):
+        if await store.documents.apply(operations.write_projection(doc, changes, [])):
             report.differing.append(task_id)
             return after
         # A live fold wrote meanwhile: read the document again, then the log.

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import Publisher
 
-from taskcore_aggregator.parents import mark_for_recount, refresh_parent
+from taskcore_aggregator.parents import WorkflowAdvancer, mark_for_recount, refresh_parent
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,17 @@ RETRY_AFTER_S = 1.0
 
 
 class ParentRefresher:
-    def __init__(self, store: Store, publisher: Publisher, *, min_interval_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        *,
+        min_interval_s: float,
+        workflows: WorkflowAdvancer | None = None,
+    ) -> None:
         self.store = store
         self.publisher = publisher
+        self.workflows = workflows
         self.min_interval_s = min_interval_s
         self.recounts = 0  # how many recounts ran (for tests and logs)
         self._dirty: set[str] = set()
@@ -76,7 +84,7 @@ class ParentRefresher:
     async def _refresh(self, parent_id: str) -> None:
         started = time.monotonic()
         try:
-            await refresh_parent(self.store, self.publisher, parent_id)
+            await refresh_parent(self.store, self.publisher, parent_id, self.workflows)
         except Exception:
             log.exception("Recounting parent %s failed; it will be tried again.", parent_id)
             self._dirty.add(parent_id)

@@ -20,7 +20,7 @@ from taskcore.adapters.rabbit import Publisher
 from taskcore.domain.clock import UtcDatetime, to_ms
 from taskcore.taskdoc import ExecState
 
-from taskcore_aggregator.parents import refresh_parent
+from taskcore_aggregator.parents import WorkflowAdvancer, refresh_parent
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,17 @@ _UTC: TypeAdapter[UtcDatetime] = TypeAdapter(UtcDatetime)
 
 class Watchdog:
     def __init__(
-        self, store: Store, publisher: Publisher, *, interval_s: float, stale_s: float
+        self,
+        store: Store,
+        publisher: Publisher,
+        *,
+        interval_s: float,
+        stale_s: float,
+        workflows: WorkflowAdvancer | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
+        self.workflows = workflows
         self.interval_s = interval_s
         self.stale_ms = int(stale_s * 1000)
         self._stop = asyncio.Event()
@@ -62,7 +69,7 @@ class Watchdog:
         metrics.PARENTS_AWAITING_OLDEST_SECONDS.set(oldest_quiet_seconds(awaiting, now_ms()))
         closed = 0
         for parent_id in sorted(ids):
-            closed += await refresh_parent(self.store, self.publisher, parent_id)
+            closed += await refresh_parent(self.store, self.publisher, parent_id, self.workflows)
         return closed
 
 

@@ -23,7 +23,7 @@ from taskcore_api.body_limit import (
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ERRORS, install_error_handlers
 from taskcore_api.request_metrics import RequestMetricsMiddleware
-from taskcore_api.routes import console, schedules, stream, task_types, tasks
+from taskcore_api.routes import console, schedules, stream, task_types, tasks, workflows
 from taskcore_api.routes.dead_letters import router as dead_letters_router
 from taskcore_api.schemas import BatchItem, BatchRequest, StreamEvent
 
@@ -77,6 +77,7 @@ def create_app(deps: Deps, readiness: list[ReadinessCheck]) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(stream.router)
     app.include_router(task_types.router)
+    app.include_router(workflows.router)
     app.include_router(dead_letters_router)
     app.include_router(schedules.router)
     app.include_router(console.router)
@@ -101,7 +102,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             if path.startswith("/v1/"):
                 for operation in operations.values():
                     _complete_operation(operation)
-        _add_schemas(components.setdefault("schemas", {}), BatchItem, BatchRequest, StreamEvent)
+        _add_schemas(
+            components.setdefault("schemas", {}),
+            BatchItem,
+            BatchRequest,
+            StreamEvent,
+            *workflows.EXTRA_SCHEMAS,
+        )
         for unused in ("HTTPValidationError", "ValidationError"):
             if unused not in json.dumps(schema["paths"]):
                 components.get("schemas", {}).pop(unused, None)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import Publisher
+from taskcore.quotas import QuotaPolicy, Quotas
 from taskcore.registry import TaskTypeRegistry
 from taskcore.settings import Settings
 from taskcore.submission import Deliveries
@@ -16,7 +17,6 @@ from taskcore_api.identity.jwt_tokens import JwtVerifier
 from taskcore_api.identity.keyring import KeyRing
 from taskcore_api.identity.stream_tokens import StreamTokens
 from taskcore_api.live import LiveEvents
-from taskcore_api.quotas import QuotaPolicy, Quotas
 from taskcore_api.user_slots import UserSlots
 
 

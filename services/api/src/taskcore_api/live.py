@@ -1,10 +1,15 @@
 """Live task changes for this API process: one subscription, fanned out in memory.
 
-The process binds ONE exclusive, auto-delete queue to ``tasks.events.exchange`` (the
+The process has ONE exclusive, auto-delete queue on ``tasks.events.exchange`` (the
 committed CloudEvents the bridge publishes) and hands each event to the in-process
 followers of its task: SSE streams and ``?wait=`` submissions. So 200 open streams cost
 one broker consumer and no store polling. The events are committed, so a read of the
 task after one sees at least that state.
+
+The queue is bound to the exchange only while someone follows a task (and for a while
+after the last one left): a process nobody follows receives none of the system's events.
+Binding takes a round trip, so the followers present when it completes are told to
+``Resync``: whatever was committed before the binding they read from the store.
 
 Delivery to a follower is best effort by design: a follower that falls behind, or a
 broker reconnection (events published meanwhile were missed), gets a ``Resync`` marker
@@ -25,7 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from taskcore.domain.clock import as_utc
 from taskcore.domain.status import TaskStatus
 from taskcore.messages.cloudevents import TASK_FIELDS, TYPE_PREFIX
@@ -118,19 +128,76 @@ class LiveEvents:
     show the state they read.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, unbind_after_s: float = 30.0) -> None:
         # Weak: a follower whose stream was dropped without cleaning up just goes away.
         self._followers: dict[str, weakref.WeakSet[Follower]] = defaultdict(weakref.WeakSet)
         self._closed = False
+        self._unbind_after_s = unbind_after_s
+        self._queue: AbstractQueue | None = None
+        self._exchange: AbstractExchange | None = None
+        self._bound = False
+        self._changing: asyncio.Task[None] | None = None
+        self._unbind_timer: asyncio.TimerHandle | None = None
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         channel = await connection.channel()
-        queue = await channel.declare_queue(
+        self._queue = await channel.declare_queue(
             f"taskcore.api.live.{uuid.uuid4().hex[:12]}", exclusive=True, auto_delete=True
         )
-        await queue.bind(await channel.get_exchange(EXTERNAL_EVENTS_EXCHANGE, ensure=False))
-        await queue.consume(self._on_message, no_ack=True)
+        self._exchange = await channel.get_exchange(EXTERNAL_EVENTS_EXCHANGE, ensure=False)
+        await self._queue.consume(self._on_message, no_ack=True)
         connection.reconnect_callbacks.add(self._on_reconnect)
+        if self._followers:
+            self._want_binding()
+
+    @property
+    def bound(self) -> bool:
+        return self._bound
+
+    def _want_binding(self) -> None:
+        if self._unbind_timer is not None:
+            self._unbind_timer.cancel()
+            self._unbind_timer = None
+        if not self._bound and self._changing is None and self._queue is not None:
+            self._changing = asyncio.get_running_loop().create_task(self._bind())
+
+    async def _bind(self) -> None:
+        assert self._queue is not None
+        assert self._exchange is not None
+        try:
+            await self._queue.bind(self._exchange)
+            self._bound = True
+        except Exception:
+            log.exception("Could not bind the live-events queue; followers resync instead.")
+        finally:
+            self._changing = None
+        self._broadcast(Resync())  # what was committed before the binding is in the store
+        if not self.follower_count:
+            self._maybe_unbind()
+
+    def _maybe_unbind(self) -> None:
+        if self._bound and self._unbind_timer is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._unbind_timer = loop.call_later(self._unbind_after_s, self._unbind_if_idle)
+
+    def _unbind_if_idle(self) -> None:
+        self._unbind_timer = None
+        if self.follower_count or not self._bound or self._changing is not None:
+            return
+        self._changing = asyncio.get_running_loop().create_task(self._unbind())
+
+    async def _unbind(self) -> None:
+        assert self._queue is not None
+        assert self._exchange is not None
+        try:
+            await self._queue.unbind(self._exchange)
+            self._bound = False
+        except Exception:
+            log.warning("Could not unbind the live-events queue; it stays bound.", exc_info=True)
+        finally:
+            self._changing = None
+        if self.follower_count:
+            self._want_binding()
 
     @property
     def follower_count(self) -> int:
@@ -142,6 +209,8 @@ class LiveEvents:
         if self._closed:
             follower.notify(Closed())
         self._followers[task_id].add(follower)
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to bind yet
+            self._want_binding()
         return follower
 
     def unsubscribe(self, follower: Follower) -> None:
@@ -150,6 +219,9 @@ class LiveEvents:
             followers.discard(follower)
             if not followers:
                 del self._followers[follower.task_id]
+        if not self._followers:
+            with contextlib.suppress(RuntimeError):
+                self._maybe_unbind()
 
     @contextlib.contextmanager
     def follow(self, task_id: str) -> Iterator[Follower]:

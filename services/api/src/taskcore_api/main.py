@@ -10,6 +10,7 @@ from taskcore.adapters.rabbit import Publisher, broker_readiness, connect_broker
 from taskcore.messages.topology import declare_topology
 from taskcore.observability import http_server
 from taskcore.outbox import OutboxRelay
+from taskcore.quotas import QuotaPolicy, ensure_quota_indexes
 from taskcore.registry import load_registry
 from taskcore.scheduling.documents import ScheduleDocuments
 from taskcore.service import ConfigurationError, open_store, port_for
@@ -25,7 +26,6 @@ from taskcore_api.identity.jwt_tokens import JwtVerifier
 from taskcore_api.identity.keyring import InvalidKeys, KeyFileWatcher, KeyRing
 from taskcore_api.identity.stream_tokens import StreamTokens
 from taskcore_api.live import LiveEvents
-from taskcore_api.quotas import QuotaPolicy, ensure_quota_indexes
 from taskcore_api.user_slots import UserSlots
 
 
@@ -46,7 +46,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     watcher: KeyFileWatcher | None = None
     try:
         channel = await connection.channel()
-        await declare_topology(channel)
+        await declare_topology(channel, settings.queue_type, declare=settings.declare_topology)
         await ensure_quota_indexes(store)
         await ensure_listing_indexes(store)
         await ScheduleDocuments(store.db["schedules"], store.documents.clock).ensure_indexes()
@@ -85,7 +85,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             interval_s=settings.relay_interval_seconds,
         )
         relay_task = asyncio.create_task(relay.run_forever(), name="outbox-relay")
-        dead_letters = DeadLetterWorker(store, connection, publisher, deps.registry)
+        dead_letters = DeadLetterWorker(
+            store,
+            connection,
+            publisher,
+            deps.registry,
+            max_message_bytes=settings.max_message_bytes,
+        )
         await dead_letters.start()
         server_task = asyncio.create_task(server.serve(), name="http")
         stop_task = asyncio.create_task(stop.wait())

@@ -140,6 +140,20 @@ class BatchRequest(BaseModel):
     tasks: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+class WorkflowStepView(BaseModel):
+    status: str = Field(description="PENDING until the step starts, then its task's status.")
+    task_ids: list[str] = Field(description="Its task, or its elements' tasks (for_each).")
+    depends_on: list[str]
+
+
+class WorkflowView(BaseModel):
+    """A workflow's steps as they stand (on tasks of type ``workflow``)."""
+
+    name: str | None
+    on_failure: Literal["fail_fast", "continue"]
+    steps: dict[str, WorkflowStepView]
+
+
 class TaskView(BaseModel):
     """A task as the API shows it."""
 
@@ -178,6 +192,7 @@ class TaskView(BaseModel):
     )
     cancel_requested: bool
     subtasks: SubtaskCounts
+    workflow: WorkflowView | None = None
     version: int = Field(description="The highest event sequence folded into this state.")
 
     @field_validator(

@@ -25,7 +25,7 @@ from taskcore.adapters.rabbit import message as amqp_message
 from taskcore.messages.cloudevents import is_external, to_amqp_body, to_cloudevent
 from taskcore.messages.envelope import CommittedBatch, CommittedEvent
 from taskcore.messages.topology import BRIDGE_QUEUE, EXTERNAL_EVENTS_EXCHANGE
-from taskcore.poison import dead_letter_poison
+from taskcore.poison import DEFAULT_MAX_MESSAGE_BYTES, dead_letter_if_too_large, dead_letter_poison
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,16 @@ RETRY_BACKOFF_S = 0.5
 
 class Bridge:
     def __init__(
-        self, connection: AbstractRobustConnection, publisher: Publisher, prefetch: int = 32
+        self,
+        connection: AbstractRobustConnection,
+        publisher: Publisher,
+        prefetch: int = 32,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.connection = connection
         self.publisher = publisher
         self.prefetch = prefetch
+        self.max_message_bytes = max_message_bytes
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         # One hand-off at a time, so events leave in the order the aggregator committed them.
@@ -62,6 +67,10 @@ class Bridge:
                 pass
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if await dead_letter_if_too_large(
+            self.publisher, message, limit=self.max_message_bytes, source="event-bridge"
+        ):
+            return
         try:
             outgoing = [
                 _amqp_cloudevent(item)

@@ -17,9 +17,11 @@ from taskcore_event_bridge.consumer import Bridge
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     connection = await connect_broker(settings.rabbitmq_url, name="taskcore-event-bridge")
     try:
-        await declare_topology(await connection.channel())
+        await declare_topology(
+            await connection.channel(), settings.queue_type, declare=settings.declare_topology
+        )
         publisher = await Publisher.open(connection)
-        bridge = Bridge(connection, publisher)
+        bridge = Bridge(connection, publisher, max_message_bytes=settings.max_message_bytes)
 
         broker = broker_readiness(connection)
 

@@ -29,10 +29,12 @@ from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import EventEmitter, Publisher
 from taskcore.cancellation import Canceller
 from taskcore.domain.events import EventType
+from taskcore.limits import TreeLimits, check_result_size
 from taskcore.messages import envelope as env
 from taskcore.messages.envelope import Dispatch, OutboxEntry, TaskMessage
 from taskcore.messages.topology import RETRY_EXCHANGE, retry_routing_key
 from taskcore.outbox import publish_dispatch
+from taskcore.quotas import QuotaPolicy, Quotas
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
 from taskcore.settings import Settings
 from taskcore.taskdoc import Claim, ClaimRefused, Ending, Finish, Refusal
@@ -57,6 +59,7 @@ from taskcore_executor.outcomes import (
 )
 from taskcore_executor.runner import run_task
 from taskcore_executor.signals import RecentSignals
+from taskcore_executor.subtask_guard import SubtaskGuard
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,11 @@ class AttemptRunner:
         self.recent_cancels = recent_cancels
         self.cpu_pool = cpu_pool
         self.canceller = Canceller(store, publisher)
+        self.guard = SubtaskGuard(
+            store,
+            TreeLimits.from_settings(settings),
+            Quotas(store, QuotaPolicy.from_settings(settings)),
+        )
         # Concurrent attempts share their claims' and outcomes' store round trips.
         self.batches = ClaimBatches(store.documents, node, settings.lease_seconds)
 
@@ -104,6 +112,7 @@ class AttemptRunner:
             return
         running = RunningTask(msg, claim.attempt, seq, claim.doc.get("root_task_id") or msg.task_id)
         running.labels, running.team_id = claim.doc.get("labels") or {}, claim.doc.get("team_id")
+        running.depth = int(claim.doc.get("depth") or 0)
         self.running[msg.task_id] = running
         if msg.task_id in self.recent_cancels:  # the signal overtook the claim
             running.cancel()
@@ -193,6 +202,7 @@ class AttemptRunner:
             registry=self.registry,
             node=self.node,
             lease_s=self.settings.lease_seconds,
+            guard=self.guard,
         )
         max_attempts = int(claim.doc.get("max_attempts") or task_type.retry.max_attempts)
         timeout_s = claim.doc.get("timeout_seconds") or task_type.timeout_seconds
@@ -206,6 +216,7 @@ class AttemptRunner:
                 timeout_s,
                 self.settings.timeout_grace_seconds,
             )
+            check_result_size(result, self.settings.max_result_bytes)
             outcome: Outcome = Completed(result, awaiting_children=bool(running.children))
         except Exception as exc:
             outcome = classify(exc, task_type.retry, msg.retry_count, max_attempts)

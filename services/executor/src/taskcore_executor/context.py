@@ -12,13 +12,15 @@ from typing import Any, TypeVar
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import EventEmitter, Publisher
 from taskcore.domain.events import EventType, TaskEvent
+from taskcore.domain.ids import idempotent_task_id
 from taskcore.messages.envelope import TaskMessage
 from taskcore.plugin import NonRetryableError, SubtaskSpec, TaskCancelled, TaskTimeout
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
-from taskcore.submission import NewTask, idempotent_task_id, submit_tasks
+from taskcore.submission import NewTask, submit_tasks
 from taskcore.taskdoc import SEQUENCE_BLOCK
 
 from taskcore_executor.outcomes import Sequencer
+from taskcore_executor.subtask_guard import SubtaskGuard
 
 # At most one progress event per task per interval; the latest value wins.
 PROGRESS_INTERVAL_S = 0.25
@@ -96,6 +98,7 @@ class RunningTask:
         self.timed_out = False  # past its deadline: checkpoints raise TaskTimeout
         self.execution: asyncio.Task[Any] | None = None
         self.start_notice: StartNotice | None = None
+        self.depth = 0  # levels below its root (from the claimed document)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -128,7 +131,9 @@ class ExecutionContext:
         registry: TaskTypeRegistry,
         node: str,
         lease_s: float,
+        guard: SubtaskGuard,
     ) -> None:
+        self._guard = guard
         self._running = running
         self._store = store
         self._publisher = publisher
@@ -204,6 +209,16 @@ class ExecutionContext:
         keys = [spec.key for spec in specs]
         if len(set(keys)) != len(keys):
             raise NonRetryableError("subtask keys must be unique within a parent")
+        grant = await self._guard.admit(self.task_id, self._running.root_task_id, batch)
+        try:
+            return await self._create(batch)
+        except BaseException:
+            if grant is not None:
+                with contextlib.suppress(Exception):  # best effort: a window ends anyway
+                    await self._guard.quotas.give_back(grant)
+            raise
+
+    async def _create(self, batch: list[NewTask]) -> list[str]:
         ids: list[str] = []
         if batch and not self._running.children:
             # Recorded before any child exists, so a cancel always looks for them.
@@ -240,6 +255,7 @@ class ExecutionContext:
             tier=msg.tier,
             parent_task_id=self.task_id,
             root_task_id=self._running.root_task_id,
+            depth=self._running.depth + 1,
             subtask_policy=child_type.subtask_policy.value,
             failure_threshold=child_type.failure_threshold,
             traceparent=self._running.seq.traceparent,  # children join the parent's trace

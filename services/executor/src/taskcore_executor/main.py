@@ -39,7 +39,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     server: uvicorn.Server | None = None
     switch_interval = sys.getswitchinterval()
     try:
-        await declare_topology(await connection.channel())
+        await declare_topology(
+            await connection.channel(), settings.queue_type, declare=settings.declare_topology
+        )
         publisher = await Publisher.open(connection)
         emitter = EventEmitter(publisher, linger_ms=settings.emit_linger_ms)
         registry = load_registry(settings)

@@ -36,7 +36,7 @@ PROJECTION_FIELDS: tuple[str, ...] = tuple(f for f in Task.model_fields if f != 
 # ``created_at`` never changes after the insert, and re-setting it would turn it into a
 # string on the stand-in (see EPOCH_MS), breaking created-time filters.
 FOLD_FIELDS: tuple[str, ...] = (
-    *(f for f in PROJECTION_FIELDS if f not in ("subtasks", "created_at")),
+    *(f for f in PROJECTION_FIELDS if f not in ("subtasks", "workflow", "created_at")),
     "finished_ms",
 )
 
@@ -152,6 +152,8 @@ class Store:
             [
                 IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)]),
                 IndexModel([("parent_task_id", ASCENDING), ("status", ASCENDING)]),
+                # Tree limits count a root's tasks (taskcore.limits).
+                IndexModel([("root_task_id", ASCENDING)]),
                 IndexModel([("status", ASCENDING), ("created_at", DESCENDING)]),
                 # The task document protocol's sweeps (taskcore.taskdoc).
                 IndexModel([(taskdoc_fields.OUTBOX_AT, ASCENDING)]),

@@ -9,9 +9,10 @@ machines (see the README's design section).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,12 +23,19 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     DateType,
 )
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import AMQPError, PublishError
+from pamqp.commands import Basic
 from pamqp.common import FieldValue
 
 from taskcore import metrics
 from taskcore.domain.events import TaskEvent
 from taskcore.messages.envelope import EventBatch
-from taskcore.messages.topology import EVENTS_ROUTING_PREFIX, INTERNAL_EVENTS_EXCHANGE
+from taskcore.messages.topology import (
+    EVENTS_ROUTING_PREFIX,
+    INTERNAL_EVENTS_EXCHANGE,
+    unroutable_is_normal,
+)
 from taskcore.tracing import within_trace
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,24 @@ JSON = "application/json"
 
 class BrokerUnavailable(RuntimeError):
     pass
+
+
+class MessageReturned(AMQPError):
+    """The broker returned a mandatory publish: no queue is bound for its routing key.
+
+    An AMQPError, so every caller that keeps a message for later on a broker error (the
+    outbox's writers and its relay) keeps this one too, instead of taking it as sent.
+    """
+
+    reason = "the broker returned the message as unroutable (%s): exchange %r, routing key %r"
+
+    def __init__(self, reply: str, exchange: str, routing_key: str) -> None:
+        super().__init__(reply, exchange, routing_key)
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+    def __str__(self) -> str:
+        return self.reason % self.args
 
 
 async def connect_broker(
@@ -112,6 +138,7 @@ class Publisher:
     def __init__(self, channel: AbstractChannel) -> None:
         self.channel = channel
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
 
     @classmethod
     async def open(cls, connection: AbstractRobustConnection) -> Publisher:
@@ -124,12 +151,48 @@ class Publisher:
         return self._exchanges[name]
 
     async def publish(self, exchange: str, routing_key: str, msg: aio_pika.Message) -> None:
+        """Publish ``mandatory`` and wait for the broker's confirm.
+
+        Raises MessageReturned when the broker could route the message to no queue (an
+        unbound tier queue, a misconfigured deployment): the caller still holds it (an
+        outbox entry, an unacked delivery) and sends it again later, so nothing is lost
+        silently. Where no queue is normal (see ``topology.unroutable_is_normal``) the
+        return is only counted.
+        """
         ex = await self.exchange(exchange)
-        # A message that carries its own trace context (an outbox entry re-sent by the
-        # relay, a retry) is published inside it, so the trace is not broken.
-        with within_trace(_traceparent_of(msg)):
-            await ex.publish(msg, routing_key=routing_key, mandatory=False)
+        async with self._alone(msg.message_id):
+            # A message that carries its own trace context (an outbox entry re-sent by the
+            # relay, a retry) is published inside it, so the trace is not broken.
+            with within_trace(_traceparent_of(msg)):
+                try:
+                    result = await ex.publish(msg, routing_key=routing_key, mandatory=True)
+                except PublishError as exc:  # a channel opened with on_return_raises=True
+                    result = exc.message
+        if isinstance(result, DeliveredMessage) and isinstance(result.delivery, Basic.Return):
+            _returned(exchange, routing_key, result.delivery)
         metrics.AMQP_PUBLISHED.labels(exchange or "default").inc()
+
+    @contextlib.asynccontextmanager
+    async def _alone(self, message_id: str | None) -> AsyncIterator[None]:
+        """Keep one publish per message id in flight on this channel at a time.
+
+        aiormq tells which publish a returned message belongs to by its message id alone;
+        two publishes of one id in flight together (a relay's re-send beside its writer's
+        send, a redelivered event) could have a return credited to the wrong one, and the
+        returned message would pass as confirmed. Without an id aiormq makes a unique one.
+        """
+        if message_id is None:
+            yield
+            return
+        while (busy := self._in_flight.get(message_id)) is not None:
+            await asyncio.wait([busy])  # not cancelled with us: it belongs to the other
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight[message_id] = done
+        try:
+            yield
+        finally:
+            del self._in_flight[message_id]
+            done.set_result(None)
 
     async def publish_events(self, events: list[TaskEvent]) -> None:
         """Publish events as one internal message (several events per AMQP message)."""
@@ -142,6 +205,24 @@ class Publisher:
             routing_key,
             message(body, message_id=events[0].event_id if len(events) == 1 else None),
         )
+
+
+def _returned(exchange: str, routing_key: str, frame: Basic.Return) -> None:
+    """Count and log a returned publish; raise unless no queue is normal there."""
+    reply = f"{frame.reply_code} {frame.reply_text}"
+    if unroutable_is_normal(exchange, routing_key):
+        metrics.AMQP_RETURNED.labels(exchange, "no_listener").inc()
+        log.debug("No queue listens on %s for %r (normal there).", exchange, routing_key)
+        return
+    metrics.AMQP_RETURNED.labels(exchange or "default", "error").inc()
+    log.error(
+        "The broker returned a message as unroutable (%s): no queue is bound on exchange %r "
+        "for routing key %r. Its sender keeps it and sends it again; check the topology.",
+        reply,
+        exchange,
+        routing_key,
+    )
+    raise MessageReturned(reply, exchange, routing_key)
 
 
 def _traceparent_of(msg: aio_pika.Message) -> str | None:

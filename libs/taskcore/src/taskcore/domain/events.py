@@ -31,6 +31,8 @@ class EventType(StrEnum):
     DEAD_LETTERED = "task.dead_lettered"
     REPLAYED = "task.replayed"
     DISCARDED = "task.discarded"
+    # A workflow's step failed before it had a task (its references or parameters).
+    STEP_FAILED = "task.step_failed"
 
     @property
     def short_name(self) -> str:

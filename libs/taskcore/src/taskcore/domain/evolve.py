@@ -61,6 +61,7 @@ def _submitted(event: TaskEvent) -> Task:
         tier=d.get("tier", "paid"),
         parent_task_id=d.get("parent_task_id"),
         root_task_id=d.get("root_task_id") or event.task_id,
+        depth=d.get("depth", 0),
         labels=d.get("labels") or {},
         team_id=d.get("team_id"),
         scheduled_for=d.get("scheduled_for"),
@@ -153,7 +154,8 @@ def _replayed(state: Task, event: TaskEvent) -> dict[str, Any]:
     return changes
 
 
-def _discarded(state: Task, event: TaskEvent) -> dict[str, Any]:
+def _no_change(state: Task, event: TaskEvent) -> dict[str, Any]:
+    """A fact kept in the log that the task's own fields do not show."""
     return {}
 
 
@@ -169,7 +171,8 @@ _APPLY: dict[EventType, Any] = {
     EventType.DEAD_LETTERED: _finished(TaskStatus.DEAD_LETTER),
     EventType.CANCEL_REQUESTED: _cancel_requested,
     EventType.REPLAYED: _replayed,
-    EventType.DISCARDED: _discarded,
+    EventType.DISCARDED: _no_change,
+    EventType.STEP_FAILED: _no_change,  # a workflow's state reads it from the log
 }
 
 

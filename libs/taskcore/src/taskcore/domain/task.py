@@ -70,6 +70,7 @@ class Task(BaseModel):
     execution_node_id: str | None = None
     parent_task_id: str | None = None
     root_task_id: str | None = None
+    depth: int = 0  # levels below its root
     # Business labels (validated by the API) and the team the task is shared with; both
     # come from the submission and are inherited by subtasks.
     labels: dict[str, str] = Field(default_factory=dict)
@@ -85,5 +86,8 @@ class Task(BaseModel):
     cancel_requested: bool = False
     dead_letter_id: str | None = None
     subtasks: SubtaskCounts = Field(default_factory=SubtaskCounts)
+    # A workflow's steps as they stand: derived from its task tree by the workflow
+    # runtime (like ``subtasks``), not folded from its own log.
+    workflow: dict[str, Any] | None = None
     # The highest event sequence folded into this state.
     version: int = 0

@@ -25,9 +25,10 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 from taskcore.domain.clock import to_ms
+from taskcore.domain.ids import idempotent_task_id
 from taskcore.scheduling.cron import Cron
 from taskcore.scheduling.plan import CatchUp, Overlap
-from taskcore.submission import NewTask, idempotent_task_id
+from taskcore.submission import NewTask
 
 Doc = dict[str, Any]
 

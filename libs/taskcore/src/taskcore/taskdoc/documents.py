@@ -243,6 +243,10 @@ class TaskDocuments:
         now = self.clock()
         return await self.apply(ops.cancel_if_idle(task_id, entry, parent=parent, now_ms=now))
 
+    async def reserve_descendants(self, root_id: str, count: int, limit: int) -> bool:
+        """Whether ``count`` more tasks fit under the root (and are now counted)."""
+        return await self.apply(ops.reserve_descendants(root_id, count, limit))
+
     async def mark_parent(self, task_id: str) -> None:
         await self.apply(ops.mark_parent(task_id))
 
@@ -312,6 +316,9 @@ class TaskDocuments:
             now_ms=self.clock(),
         )
         return await self.apply(op)
+
+    async def add_to_outbox(self, task_id: str, entry: OutboxEntry) -> bool:
+        return await self.apply(ops.add_to_outbox(task_id, entry, now_ms=self.clock()))
 
     async def mark_discarded(
         self, task_id: str, dispatch: int, record_id: str, entry: OutboxEntry

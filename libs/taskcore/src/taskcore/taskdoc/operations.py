@@ -291,6 +291,15 @@ def cancel_if_idle(task_id: str, entry: OutboxEntry, *, parent: bool, now_ms: in
     )
 
 
+def reserve_descendants(root_id: str, count: int, limit: int) -> Op:
+    """Count ``count`` more tasks under a root, only while that stays within ``limit``:
+    concurrent parents of one tree cannot together pass it."""
+    return Op(
+        {"_id": root_id, f.DESCENDANTS: {"$lte": limit - count}},
+        {"$inc": {f.DESCENDANTS: count}},
+    )
+
+
 def mark_parent(task_id: str) -> Op:
     """The task is about to create children (recorded first, so no child is ever created
     that a cancel would not look for)."""
@@ -435,6 +444,12 @@ def reopen_for_replay(
     )
 
 
+def add_to_outbox(task_id: str, entry: OutboxEntry, *, now_ms: int) -> Op:
+    """Record an event of the task through its outbox, unconditionally (its sequence was
+    reserved; the fold logs it once)."""
+    return Op({"_id": task_id}, _with_outbox({}, [entry], now_ms))
+
+
 def mark_discarded(
     task_id: str, dispatch: int, record_id: str, entry: OutboxEntry, *, now_ms: int
 ) -> Op:
@@ -546,15 +561,14 @@ def unchanged_since(doc: Doc) -> Doc:
     return {"_id": doc["_id"], f.FOLD_REV: {"$exists": False}}
 
 
-def write_projection(doc: Doc, fields: Doc, cleared: list[str]) -> Op | None:
-    """Move the document from the projection it held when read (``doc``) to ``fields``,
-    and clear the folded events' outbox entries; None when there is nothing to write."""
-    update: Doc = {}
+def write_projection(doc: Doc, fields: Doc, cleared: list[str]) -> Op:
+    """Move the document from the projection it held when read (``doc``) to ``fields``
+    (none: the fold changed nothing, and the write only takes a revision, so that a
+    concurrent fold from the same revision, whose log may have missed these events,
+    has to fold again), and clear the folded events' outbox entries."""
+    update: Doc = {"$inc": {f.FOLD_REV: 1}}
     if fields:
         update["$set"] = fields
     if cleared:
         update["$unset"] = outbox_cleared(cleared)
-    if not update:
-        return None
-    update["$inc"] = {f.FOLD_REV: 1}
     return Op(unchanged_since(doc), update)

@@ -10,6 +10,7 @@ them):
 - ``exec.finished``: the task's run is over for good at the document level (a terminal
   outcome, a cancel before it ran, a closed parent), before any fold says so.
 - ``exec.has_children``: it has (or is about to have) children: set before they exist.
+- ``exec.descendants`` (on a root): tasks reserved under it, for TASKCORE_MAX_DESCENDANTS.
 - ``exec.dispatch_no``: the last dispatch number issued (1 at submit, +1 per retry/replay).
 - ``exec.done_no``: the last dispatch whose outcome is recorded (-1 at submit).
 - ``exec.claim_no``, ``exec.claimed_by``, ``exec.lease_until``: the current claim; the
@@ -42,6 +43,7 @@ Doc = dict[str, Any]
 OPEN = "exec.open"
 FINISHED = "exec.finished"
 HAS_CHILDREN = "exec.has_children"
+DESCENDANTS = "exec.descendants"
 DISPATCH_NO = "exec.dispatch_no"
 DONE_NO = "exec.done_no"
 CLAIM_NO = "exec.claim_no"
@@ -116,6 +118,7 @@ def initial_exec() -> Doc:
         "open": True,
         "finished": False,
         "has_children": False,
+        "descendants": 0,
         "dispatch_no": 1,
         "done_no": -1,
         "claim_no": 0,

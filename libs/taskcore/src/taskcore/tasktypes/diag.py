@@ -1,5 +1,5 @@
-"""Diagnostic task types: always available (unless TASKCORE_DISABLE_DIAG) for smoke tests,
-benchmarks and operators checking a deployment."""
+"""Diagnostic task types, for smoke tests, benchmarks and operators checking a deployment:
+registered only under ``taskcore dev`` or with TASKCORE_ENABLE_DIAG=1."""
 
 from __future__ import annotations
 
@@ -102,6 +102,9 @@ class Fanout(TaskType[FanoutParams, FanoutResult]):
     Params = FanoutParams
     Result = FanoutResult
     subtask_policy = SubtaskPolicy.COLLECT_ALL
+
+    def planned_children(self, params: FanoutParams) -> int:
+        return params.count
 
     async def execute(self, params: FanoutParams, ctx: TaskContext) -> FanoutResult:
         specs = [

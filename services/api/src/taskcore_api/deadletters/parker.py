@@ -21,10 +21,11 @@ from aio_pika.abc import (
 from taskcore import metrics
 from taskcore.adapters.mongo import Doc, Store
 from taskcore.messages.topology import DEAD_LETTER_QUEUE
+from taskcore.poison import DEFAULT_MAX_MESSAGE_BYTES, too_large
 from taskcore.registry import TaskTypeRegistry
 from taskcore.taskdoc import STATE_FIELDS, ExecState
 
-from taskcore_api.deadletters.records import DeadMessage, build_record
+from taskcore_api.deadletters.records import DeadMessage, build_record, unreadable_record
 from taskcore_api.deadletters.repository import DeadLetterRepository
 from taskcore_api.deadletters.settings import DeadLetterSettings
 
@@ -41,11 +42,13 @@ class DeadLetterParker:
         connection: AbstractRobustConnection,
         registry: TaskTypeRegistry,
         settings: DeadLetterSettings,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.store = store
         self.connection = connection
         self.registry = registry
         self.settings = settings
+        self.max_message_bytes = max_message_bytes
         self.repo = DeadLetterRepository(store)
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -68,6 +71,8 @@ class DeadLetterParker:
                 await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # Already dead, so not dead-lettered again: parked unparsed, its body truncated.
+        oversized = too_large(message, self.max_message_bytes) is not None
         try:
             record = await self.park(
                 DeadMessage(
@@ -77,7 +82,8 @@ class DeadLetterParker:
                     content_type=message.content_type,
                     timestamp=message.timestamp,
                     routing_key=message.routing_key,
-                )
+                ),
+                too_large=oversized,
             )
         except Exception:
             log.exception("Parking a dead letter failed; it goes back to the queue.")
@@ -94,11 +100,19 @@ class DeadLetterParker:
                 record.get("task_id"),
             )
 
-    async def park(self, message: DeadMessage) -> Doc | None:
-        """Store the record for ``message``; None when it was parked before."""
-        record = build_record(
-            message, now=datetime.now(UTC), max_body_bytes=self.settings.max_body_bytes
-        )
+    async def park(self, message: DeadMessage, *, too_large: bool = False) -> Doc | None:
+        """Store the record for ``message``; None when it was parked before.
+
+        Only a store failure raises (and sends the message back to the queue): a message
+        whose headers defeat ``build_record`` is parked with what can be read, so no dead
+        letter comes back forever.
+        """
+        now, limit = datetime.now(UTC), self.settings.max_body_bytes
+        try:
+            record = build_record(message, now=now, max_body_bytes=limit, too_large=too_large)
+        except Exception:
+            log.exception("A dead letter's headers could not be read; parking what can be.")
+            record = unreadable_record(message, now=now, max_body_bytes=limit)
         record.update(await self._lineage(record))
         if not await self.repo.park(record):
             return None

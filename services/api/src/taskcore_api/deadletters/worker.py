@@ -13,6 +13,7 @@ import uuid
 from aio_pika.abc import AbstractRobustConnection
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import Publisher
+from taskcore.poison import DEFAULT_MAX_MESSAGE_BYTES
 from taskcore.registry import TaskTypeRegistry
 
 from taskcore_api.deadletters.actions import DeadLetterActions
@@ -63,10 +64,13 @@ class DeadLetterWorker:
         publisher: Publisher,
         registry: TaskTypeRegistry,
         settings: DeadLetterSettings | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.settings = settings or dead_letter_settings()
         self.actions, self.jobs = actions_for(store, publisher, registry, self.settings)
-        self.parker = DeadLetterParker(store, connection, registry, self.settings)
+        self.parker = DeadLetterParker(
+            store, connection, registry, self.settings, max_message_bytes
+        )
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -17,10 +17,12 @@ from pydantic import ValidationError
 from taskcore import metrics
 from taskcore.adapters.mongo import Doc, doc_to_task
 from taskcore.domain.delays import MAX_DELAY
+from taskcore.domain.ids import idempotent_task_id
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import Tier
+from taskcore.quotas import Grant, QuotaExceeded
 from taskcore.registry import AnyTaskType
-from taskcore.submission import NewTask, Submitted, idempotent_task_id, request_hash, submit_tasks
+from taskcore.submission import NewTask, Submitted, request_hash, submit_tasks
 from taskcore.taskdoc import STATE_FIELDS, ExecState
 
 from taskcore_api import authz, storable
@@ -29,7 +31,6 @@ from taskcore_api.deps import Deps
 from taskcore_api.errors import ApiError, field_path
 from taskcore_api.handlers.access import VIEW_FIELDS, view_of
 from taskcore_api.live import Closed, Follower, LiveEvent, Resync
-from taskcore_api.quotas import Grant, QuotaExceeded
 from taskcore_api.schemas import TaskSubmission, TaskView
 
 MAX_WAIT_SECONDS = 60.0
@@ -51,7 +52,7 @@ def prepare(
     """The task to create, or a 422 naming the offending field (a 403 for a team the
     caller is not in)."""
     authz.require_team(principal, body.team_id)
-    if body.task_type not in deps.registry:
+    if not deps.registry.submittable(body.task_type):
         raise ApiError(
             422,
             "unknown_task_type",
@@ -73,6 +74,15 @@ def prepare(
             for e in exc.errors()
         ]
         raise ApiError(422, "invalid_parameters", "The parameters are not valid.", details) from exc
+    planned = task_type.planned_children(params)
+    if planned > deps.settings.max_children:
+        raise ApiError(
+            422,
+            "tree_limit_exceeded",
+            f"The task would create {planned} subtasks; TASKCORE_MAX_CHILDREN is "
+            f"{deps.settings.max_children}.",
+            [{"field": "parameters", "reason": "asks for more subtasks than allowed"}],
+        )
     parameters = params.model_dump(mode="json")
     tier: Tier = "free" if principal.tier == "free" else "paid"
     fields = body.model_dump(mode="json", include=set(TaskSubmission.model_fields))
@@ -175,9 +185,12 @@ async def existing_docs(deps: Deps, ids: list[str]) -> dict[str, Doc]:
     return await deps.store.documents.get_many(ids, {**VIEW_FIELDS, **STATE_FIELDS})
 
 
-async def create(deps: Deps, principal: Principal, news: list[NewTask]) -> list[Submitted]:
-    """Count the quota, store and dispatch; the quota is given back if that fails."""
-    grant = await take_quota(deps, principal, len(news))
+async def create(
+    deps: Deps, principal: Principal, news: list[NewTask], *, also_counted: int = 0
+) -> list[Submitted]:
+    """Count the quota (``also_counted``: tasks these will create, a workflow's steps),
+    store and dispatch; the quota is given back if that fails."""
+    grant = await take_quota(deps, principal, len(news) + also_counted)
     try:
         results = await submit_tasks(
             deps.store, deps.publisher_for_submissions, news, deps.deliveries
@@ -188,7 +201,8 @@ async def create(deps: Deps, principal: Principal, news: list[NewTask]) -> list[
         raise
     duplicates = sum(not r.created for r in results)
     if duplicates:  # raced with an identical key: those were not new tasks
-        await deps.quotas.give_back(Grant(grant.keys, duplicates))
+        extra = also_counted if duplicates == len(news) else 0
+        await deps.quotas.give_back(Grant(grant.keys, duplicates + extra))
     for new, result in zip(news, results, strict=True):
         if result.created:
             metrics.TASKS_SUBMITTED.labels(new.task_type, new.tier).inc()
@@ -235,14 +249,14 @@ async def _store_or_find(deps: Deps, principal: Principal, new: NewTask, keyed: 
         # A retried submission is answered without counting against the quota.
         old = (await existing_docs(deps, [new.task_id])).get(new.task_id)
         if old is not None:
-            return _replay(old, new)
+            return replay_of(old, new)
     [result] = await create(deps, principal, [new])
     if result.conflict:
         raise conflict()
     return Accepted(TaskView.of(result.task), replayed=not result.created)
 
 
-def _replay(old: Doc, new: NewTask) -> Accepted:
+def replay_of(old: Doc, new: NewTask) -> Accepted:
     if ExecState.of(old).request_hash != new.request_hash:
         metrics.SUBMISSIONS_REJECTED.labels("idempotency_conflict").inc()
         raise conflict()

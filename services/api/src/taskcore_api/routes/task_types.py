@@ -22,5 +22,6 @@ async def list_task_types(
                 name=t.name, description=t.description, parameters_schema=t.parameters_schema()
             )
             for t in deps.registry.all()
+            if t.submittable
         ]
     )

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
+
 from taskcore.adapters.mongo import Store, now_ms
 from taskcore.settings import Settings
 
