@@ -34,6 +34,7 @@ def attempt() -> tuple[RunningTask, ExecutionContext]:
         publisher=None,  # type: ignore[arg-type]
         emitter=None,  # type: ignore[arg-type]
         registry=None,  # type: ignore[arg-type]
+        guard=None,  # type: ignore[arg-type]
         node="n",
         lease_s=30,
     )
