@@ -212,3 +212,10 @@ async def test_a_batch_item_with_an_invalid_delay_fails_alone(api: RunningApi) -
     assert ok["task"]["scheduled_for"] is not None
     assert not bad["ok"]
     assert bad["error"]["details"][0]["field"] == "delay_seconds"
+
+
+async def test_a_task_type_shows_its_own_time_limit(api: RunningApi) -> None:
+    async with api.client(ALICE) as client:
+        types = {t["name"]: t for t in (await client.get("/v1/task-types")).json()["items"]}
+    assert types["diag.sleep"]["timeout_seconds"] == 3660
+    assert types["diag.noop"]["timeout_seconds"] is None

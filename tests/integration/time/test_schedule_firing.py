@@ -11,6 +11,7 @@ from typing import Any
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import Publisher
 from taskcore.domain.clock import to_ms
+from taskcore.quotas import QuotaPolicy, Window
 from taskcore.scheduling.cron import Cron
 from taskcore.scheduling.documents import (
     ScheduleDocuments,
@@ -44,8 +45,10 @@ async def new_schedule(
     return str(doc["_id"])
 
 
-def firer(store: Store, publisher: Publisher, at: datetime) -> ScheduleFirer:
-    f = ScheduleFirer(store, publisher, interval_s=0.5, misfire_grace_s=60)
+def firer(
+    store: Store, publisher: Publisher, at: datetime, quota: QuotaPolicy | None = None
+) -> ScheduleFirer:
+    f = ScheduleFirer(store, publisher, interval_s=0.5, misfire_grace_s=60, quota_policy=quota)
     f.schedules.clock = lambda: to_ms(at)
     return f
 
@@ -113,3 +116,16 @@ async def test_a_run_decided_by_a_sweep_that_died_is_created_once_later(
     )
     assert [t["_id"] for t in await tasks_of(store, schedule_id)] == [task_id]
     assert "firing" not in (await schedules.get(schedule_id) or {})
+
+
+async def test_a_run_of_an_owner_over_quota_creates_no_task(
+    store: Store, publisher: Publisher
+) -> None:
+    schedule_id = await new_schedule(store)
+    one_a_day = QuotaPolicy({"paid": (Window("day", 86_400_000, 1),)})
+    for second in (3, 6):
+        await firer(
+            store, publisher, START + timedelta(seconds=second, milliseconds=100), one_a_day
+        ).sweep()
+    [only] = await tasks_of(store, schedule_id)
+    assert only["scheduled_for"] == START + timedelta(seconds=3)

@@ -191,7 +191,8 @@ DELAYED_DISPATCHED = Counter(
 )
 SCHEDULE_RUNS = Counter(
     "taskcore_schedule_runs_total",
-    "Due times of schedules, by what became of them (created, skipped_overlap, missed).",
+    "Due times of schedules, by what became of them "
+    "(created, skipped_overlap, missed, over_quota).",
     ["outcome"],
 )
 TASK_TIMEOUTS = Counter(

@@ -18,6 +18,7 @@ from typing import Any
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import Publisher
 from taskcore.due_dispatch import DueDispatcher
+from taskcore.quotas import QuotaPolicy
 from taskcore.retention import RetentionPolicy, RetentionSweeper
 from taskcore.scheduling.firing import ScheduleFirer
 from taskcore.settings import Settings
@@ -33,6 +34,7 @@ class Timekeeping:
             publisher,
             interval_s=settings.schedule_sweep_interval_seconds,
             misfire_grace_s=settings.schedule_misfire_grace_seconds,
+            quota_policy=QuotaPolicy.from_settings(settings),
         )
         self.retention = RetentionSweeper(
             store,

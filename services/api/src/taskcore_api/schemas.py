@@ -289,6 +289,10 @@ class TaskTypeView(BaseModel):
     name: str
     description: str
     parameters_schema: dict[str, Any]
+    timeout_seconds: float | None = Field(
+        default=None,
+        description="The type's own time limit per attempt (a submission may ask for less).",
+    )
 
 
 class TaskTypeList(BaseModel):

@@ -8,6 +8,9 @@ is inserted under an id derived from the schedule and the due time, and the reco
 cleared. A replica that dies in between leaves the record, and any sweep re-inserts the
 same task a little later (the insert dedupes), so a decided run is never lost or doubled.
 
+A run counts against its owner's submission quota like any submission: a due time whose
+owner is over quota creates no task (``taskcore_schedule_runs_total{outcome="over_quota"}``).
+
 It sleeps until the earliest next due time, at most ``interval_s``.
 """
 
@@ -21,6 +24,7 @@ from taskcore import metrics
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import Publisher
 from taskcore.domain.clock import to_ms
+from taskcore.quotas import Grant, QuotaExceeded, QuotaPolicy, Quotas
 from taskcore.scheduling.documents import (
     Schedule,
     ScheduleDocuments,
@@ -47,9 +51,11 @@ class ScheduleFirer:
         interval_s: float,
         misfire_grace_s: float,
         stale_firing_s: float = STALE_FIRING_S,
+        quota_policy: QuotaPolicy | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
+        self.quotas = Quotas(store, quota_policy or QuotaPolicy.unlimited())
         self.schedules = ScheduleDocuments(store.db["schedules"], store.documents.clock)
         self.interval_s = interval_s
         self.misfire_grace_s = misfire_grace_s
@@ -100,12 +106,18 @@ class ScheduleFirer:
         skip_overlap = plan.due is not None and schedule.overlap is Overlap.SKIP
         if skip_overlap and await self._previous_unfinished(schedule):
             outcome = "skipped_overlap"
-        run = None
+        run, grant = None, None
         if outcome == "created" and plan.due is not None:
-            due_ms = to_ms(plan.due)
-            run = (due_ms, schedule_task_id(schedule.id, due_ms))
+            grant = await self._take_quota(schedule)
+            if grant is None:
+                outcome = "over_quota"
+            else:
+                due_ms = to_ms(plan.due)
+                run = (due_ms, schedule_task_id(schedule.id, due_ms))
         next_ms = None if plan.next_run is None else to_ms(plan.next_run)
         if not await self.schedules.advance(schedule.id, seen, next_ms, run):
+            if grant is not None:
+                await self.quotas.give_back(grant)
             return 0  # another replica decided this due time (or it was paused)
         metrics.SCHEDULE_RUNS.labels(outcome).inc()
         if outcome == "missed":
@@ -114,6 +126,13 @@ class ScheduleFirer:
             return 0
         await self._create(schedule, run[0])
         return 1
+
+    async def _take_quota(self, schedule: Schedule) -> Grant | None:
+        try:
+            return await self.quotas.take(schedule.user_id, schedule.run.get("tier") or "paid", 1)
+        except QuotaExceeded:
+            log.info("Schedule %s skipped a run: its owner is over quota.", schedule.id)
+            return None
 
     async def _previous_unfinished(self, schedule: Schedule) -> bool:
         if schedule.firing is not None:
