@@ -14,7 +14,7 @@ from taskcore.testing.processes import Stack
 
 from tests.e2e.conftest import ADMIN_KEY, USER_KEY
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
 STACK_ENV = {"TASKCORE_PLUGINS": "tests.e2e.time_plugin", "TASKCORE_MAX_STALLS": "3"}
 STACK_EXECUTORS = 2

@@ -22,7 +22,7 @@ from taskcore.testing.rabbit import create_vhost, delete_vhost, url_for_vhost
 from tests.conftest import RABBITMQ_URL
 from tests.e2e.conftest import API_KEYS, USER_KEY
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
 AUTH = {"Authorization": f"Bearer {USER_KEY}"}
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "DEAD_LETTER", "COMPLETED_WITH_ERRORS"}
