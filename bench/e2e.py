@@ -80,6 +80,7 @@ from bench.common import (
     source_version,
     store_server,
 )
+from bench.hops import format_hops, measure_hops
 from bench.workflow_pipeline import measure_pipeline, pipeline_report
 
 COMPLETED_TYPE = "io.taskcore.task.completed"
@@ -692,6 +693,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=1000,
         help="elements of the workflow figure's for_each (0 skips it)",
     )
+    parser.add_argument(
+        "--hops", type=int, default=300, help="tasks for the per-hop breakdown (0 skips it)"
+    )
+    parser.add_argument("--hops-rate", type=float, default=50.0, help="their rate, tasks/s")
     parser.add_argument("--executors", type=int, default=1)
     parser.add_argument("--aggregators", type=int, default=1)
     parser.add_argument(
@@ -754,11 +759,15 @@ async def _main(args: argparse.Namespace) -> int:
                 if args.workflow_elements
                 else []
             )
+            hops = await measure_hops(target, n=args.hops, rate=args.hops_rate) if args.hops else {}
         baselines = (
             [] if args.skip_baselines else await measure_baselines(rabbitmq_url, store.url, args)
         )
     ratio = ratios(taskcore, baselines) | workflow_ratio(workflow)
     print(report(environment, taskcore + baselines, ratio, workflow))
+    if hops:
+        print(f"\nper-hop latency, {args.hops} diag.noop at {args.hops_rate:g}/s, one POST each:")
+        print(format_hops(hops))
     if args.py_spy:
         print_profiles(args.py_spy)
     if args.json:
@@ -771,6 +780,7 @@ async def _main(args: argparse.Namespace) -> int:
                     },
                     "results": taskcore + baselines,
                     "workflow": workflow,
+                    "hops": hops,
                     "ratios": ratio,
                 },
                 indent=2,

@@ -267,14 +267,9 @@ def test_rebuild_from_the_log_gives_the_same_workflows(module_stack: Stack, api:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-# ---- known gaps of the runtime: each passes once the runtime does what the domain says ----
+# ---- what the runtime must keep from the domain's rules ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runtime derives a workflow's state from its step tasks' current status, so a "
-    "replayed step that completes lets the steps skipped after its failure start",
-)
 def test_replaying_a_dead_lettered_step_does_not_resume_its_workflow(
     module_stack: Stack, api: ApiClient
 ) -> None:
@@ -313,11 +308,6 @@ def test_replaying_a_dead_lettered_step_does_not_resume_its_workflow(
     assert done["status"] == "COMPLETED_WITH_ERRORS", done
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a for_each step ends with its container's SubtasksFailed error; the domain's "
-    "ForEachFailed (taskcore.workflows.evolve) is never reached by the runtime",
-)
 def test_a_for_each_step_that_does_not_complete_fails_with_for_each_failed(
     api: ApiClient,
 ) -> None:
@@ -342,11 +332,6 @@ def test_a_for_each_step_that_does_not_complete_fails_with_for_each_failed(
     assert "(ForEachFailed: 1 of 2 elements did not complete" in done["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runtime does not know which steps the workflow itself cancelled, so under "
-    "fail_fast the StepFailed message names them as failed steps too",
-)
 def test_fail_fast_names_only_the_step_that_failed(api: ApiClient) -> None:
     workflow = api.submit_workflow(
         {

@@ -18,6 +18,7 @@ from bench.e2e import (
     run_workload,
     workflow_ratio,
 )
+from bench.hops import HOPS, format_hops, measure_hops
 
 pytestmark = pytest.mark.e2e
 
@@ -109,3 +110,16 @@ ENVIRONMENT = {
     "load_average": 0.0,
     "source": "test",
 }
+
+
+async def test_the_per_hop_breakdown_accounts_for_every_hop(target: StackTarget) -> None:
+    # When 20 tasks are submitted one POST at a time and followed hop by hop
+    hops = await measure_hops(target, n=20, rate=100)
+
+    # then every hop was seen for every task, each takes time, and they add up
+    assert set(hops) == set(HOPS)
+    assert all(hops[hop]["p50_ms"] >= 0 for hop in HOPS)
+    parts = sum(hops[hop]["p50_ms"] for hop in HOPS if hop not in ("total", "http"))
+    assert hops["total"]["max_ms"] >= hops["total"]["p50_ms"] > 0
+    assert parts > 0
+    assert "bridge" in format_hops(hops)

@@ -125,9 +125,14 @@ class System:
         priority: int = 0,
         max_attempts: int | None = None,
         tier: str = "paid",
+        user_id: str = "alice",
     ) -> str:
         [task_id] = await self.submit_many(
-            [(task_type, parameters or {})], priority=priority, max_attempts=max_attempts, tier=tier
+            [(task_type, parameters or {})],
+            priority=priority,
+            max_attempts=max_attempts,
+            tier=tier,
+            user_id=user_id,
         )
         return task_id
 
@@ -138,6 +143,7 @@ class System:
         priority: int = 0,
         max_attempts: int | None = None,
         tier: str = "paid",
+        user_id: str = "alice",
     ) -> list[str]:
         """Through the same dispatch path as the API (``submit_tasks``)."""
         batch = []
@@ -145,7 +151,7 @@ class System:
             kind = self.registry.get(task_type)
             batch.append(
                 NewTask(
-                    user_id="alice",
+                    user_id=user_id,
                     task_type=task_type,
                     parameters=kind.Params.model_validate(parameters).model_dump(mode="json"),
                     priority=priority,

@@ -14,7 +14,7 @@ async def test_poison_messages_are_dead_lettered_while_the_queue_keeps_flowing(
     system: System,
 ) -> None:
     await system.start_aggregator()
-    await system.start_executor(concurrency=2, prefetch=4)
+    await system.start_executor(concurrency=2, prefetch=4, max_message_bytes=4096)
     good_before = await system.submit_many([("diag.noop", {})] * 10)
 
     # Given every kind of unreadable message, interleaved with good work:
@@ -39,6 +39,14 @@ async def test_poison_messages_are_dead_lettered_while_the_queue_keeps_flowing(
         json.dumps(ghost).encode(), {**headers, "x-task-id": "someone-else"}
     )
     await system.publish_raw(json.dumps(ghost).encode(), {**headers, "x-task-id": "ghost"})
+    # a huge message, refused unread; and a dispatch its task never issued (forged)
+    huge = {**ghost, "parameters": {"blob": "x" * 10_000}}
+    await system.publish_raw(json.dumps(huge).encode(), {**headers, "x-task-id": "ghost"})
+    forged = {"task_id": good_before[0], "task_type": "diag.noop", "user_id": "alice"}
+    await system.publish_raw(
+        json.dumps({**forged, "dispatch": 7}).encode(),
+        {**headers, "x-task-id": good_before[0], "x-dispatch": 7},
+    )
     began = time.monotonic()
     good_after = await system.submit_many([("diag.noop", {})] * 10)
 
@@ -48,7 +56,7 @@ async def test_poison_messages_are_dead_lettered_while_the_queue_keeps_flowing(
     assert time.monotonic() - began < 10
 
     # and each unreadable message is in the dead-letter queue with its reason
-    dead = await system.dead_letters(7)
+    dead = await system.dead_letters(9)
     reasons = sorted(text_headers(m)["x-dead-reason"] for m in dead)
     assert reasons == sorted(
         [
@@ -59,6 +67,8 @@ async def test_poison_messages_are_dead_lettered_while_the_queue_keeps_flowing(
             "unknown_task",
             "unknown_type",
             "invalid_parameters",
+            "too_large",
+            "unknown_dispatch",
         ]
     )
     for message in dead:

@@ -70,6 +70,11 @@ EXECUTION_SECONDS = Histogram(
     ["task_type", "outcome"],
     buckets=_LATENCY_BUCKETS,
 )
+FAIR_SHARE_HANDBACKS = Counter(
+    "taskcore_fair_share_handbacks_total",
+    "Task messages handed back unclaimed because their user held its share of the slots.",
+    ["tier"],
+)
 DUPLICATES_DROPPED = Counter(
     "taskcore_duplicate_deliveries_total",
     "Task messages acked without running (already done, running elsewhere, cancelled).",

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # Executor
     node_id: str | None = None
     concurrency: int = 64
+    # Fair share inside a tier: one user holds at most this share of an executor's slots;
+    # a user at its share whose tasks have run longer than fair_share_long_seconds hands
+    # its waiting messages back for fair_share_defer_seconds (see fair_share.py).
+    fair_share: float = Field(default=0.75, gt=0, le=1)
+    fair_share_long_seconds: float = Field(default=10.0, gt=0)
+    fair_share_defer_seconds: float = Field(default=10.0, gt=0)
     prefetch: int = 128
     lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 20.0

@@ -147,6 +147,7 @@ class Submitted:
     task: Task
     created: bool  # False: an earlier submission with the same id (idempotency key)
     conflict: bool = False  # the earlier submission had a different body
+    failed: str | None = None  # the store refused it (nothing was created): why
 
 
 class Deliveries:
@@ -188,17 +189,26 @@ async def submit_tasks(
     if trace:
         batch = [new if new.traceparent else replace(new, traceparent=trace) for new in batch]
     prepared = [new_task_document(new, now) for new in batch]
-    duplicate_ids = await store.documents.insert_new([doc for doc, _ in prepared])
-    created = [entry for (doc, entry) in prepared if doc["_id"] not in duplicate_ids]
+    inserted = await store.documents.insert_new([doc for doc, _ in prepared])
+    created = [
+        entry
+        for (doc, entry) in prepared
+        if doc["_id"] not in inserted.duplicates and doc["_id"] not in inserted.failed
+    ]
     if deliveries is None:
         await deliver_or_defer(publisher, created)
     else:
         deliveries.start(publisher, created)
-    existing = await store.documents.get_many(list(duplicate_ids))
+    existing = await store.documents.get_many(list(inserted.duplicates))
     results = []
     for new, (doc, _) in zip(batch, prepared, strict=True):
-        if doc["_id"] in duplicate_ids:
-            old = existing[doc["_id"]]
+        task_id = doc["_id"]
+        if task_id in inserted.failed:
+            results.append(
+                Submitted(doc_to_task(doc), created=False, failed=inserted.failed[task_id])
+            )
+        elif task_id in inserted.duplicates:
+            old = existing[task_id]
             conflict = ExecState.of(old).request_hash != new.request_hash
             results.append(Submitted(doc_to_task(old), created=False, conflict=conflict))
         else:

@@ -114,19 +114,13 @@ def ready_to_close(parent: Task, doc: Doc, counts: SubtaskCounts) -> bool:
 
 
 async def maybe_close(
-    store: Store,
-    publisher: Publisher,
-    parent: Task,
-    doc: Doc,
-    counts: SubtaskCounts,
-    result: Any = None,
+    store: Store, publisher: Publisher, parent: Task, doc: Doc, counts: SubtaskCounts
 ) -> bool:
-    """Close a parent by its policy once it is ready; ``result`` replaces its run's own
-    (a for_each container's list of its elements' results)."""
+    """Close a parent by its policy once it is ready."""
     if not ready_to_close(parent, doc, counts):
         return False
     outcome = await outcome_of(store, parent, doc, counts)
-    data: dict[str, Any] = {"result": parent.result if result is None else result}
+    data: dict[str, Any] = {"result": parent.result}
     if outcome.error is not None:
         data["error"] = outcome.error
     if outcome.type is EventType.CANCELLED:

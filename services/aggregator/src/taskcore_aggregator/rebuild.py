@@ -18,6 +18,7 @@ from taskcore.adapters.mongo import Doc, Store, task_to_doc
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.task import SubtaskCounts, Task
 from taskcore.taskdoc import operations
+from taskcore.workflows.plan import WORKFLOW_TASK_TYPE
 
 from taskcore_aggregator.parents import recount
 from taskcore_aggregator.projection import (
@@ -26,6 +27,7 @@ from taskcore_aggregator.projection import (
     projection_update,
     state_of,
 )
+from taskcore_aggregator.workflow_runtime import derived_view
 
 MAX_ATTEMPTS = 5
 
@@ -37,6 +39,7 @@ class RebuildReport:
     differing: list[str] = field(default_factory=list)  # projections that were not the fold
     created: list[str] = field(default_factory=list)  # logged tasks with no document
     parents: int = 0
+    # Parents whose derived fields (counters, a workflow's view) differed.
     counters_differing: list[str] = field(default_factory=list)
 
     @property
@@ -117,7 +120,7 @@ async def _rebuild_task(
         if doc is None:
             report.created.append(task_id)
             if not check:
-                await store.documents.insert_new([_new_document(after)])
+                await store.documents.insert_new([_new_document(after)])  # (a repeat: none)
             return after
         changes = projection_update(stored, after)
         if not changes:
@@ -146,14 +149,20 @@ async def _recount_parents(
 ) -> None:
     for parent_id in sorted(candidates):
         counts = await recount(store, parent_id)
-        doc = await store.tasks.find_one({"_id": parent_id}, {"subtasks": 1})
+        doc = await store.documents.get(parent_id)
         if doc is None or (counts.total == 0 and not doc.get("subtasks")):
             continue
         report.parents += 1
-        if SubtaskCounts.model_validate(doc.get("subtasks") or {}) == counts:
+        derived: Doc = {}
+        if SubtaskCounts.model_validate(doc.get("subtasks") or {}) != counts:
+            derived["subtasks"] = counts.model_dump()
+        task = state_of(doc)
+        if task is not None and task.task_type == WORKFLOW_TASK_TYPE:
+            shown = await derived_view(store, task, doc)
+            if shown != doc.get("workflow"):
+                derived["workflow"] = shown
+        if not derived:
             continue
         report.counters_differing.append(parent_id)
         if not check:
-            await store.tasks.update_one(
-                {"_id": parent_id}, {"$set": {"subtasks": counts.model_dump()}}
-            )
+            await store.tasks.update_one({"_id": parent_id}, {"$set": derived})

@@ -38,7 +38,7 @@ from taskcore.outbox import deliver_or_defer
 from taskcore.plugin import SubtaskPolicy
 from taskcore.registry import TaskTypeRegistry
 from taskcore.submission import NewTask, submit_tasks
-from taskcore.taskdoc import ExecState, outbox_entries
+from taskcore.taskdoc import STATE_FIELDS, ExecState, outbox_entries
 from taskcore.workflows import (
     CancelStep,
     Command,
@@ -65,12 +65,13 @@ from taskcore.workflows.tree import (
     StepTask,
     derive,
     element_task_id,
+    for_each_ending,
     settle,
     step_task_id,
     view,
 )
 
-from taskcore_aggregator.parents import close, maybe_close, ready_to_close
+from taskcore_aggregator.parents import close, ready_to_close
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +113,13 @@ class WorkflowRuntime:
             commands = decide(plan, state, self.check_step, max_elements=self.max_elements)
             finish = next((c for c in commands if isinstance(c, FinishWorkflow)), None)
             if finish is not None:
-                await self._write_view(plan, workflow.id, state, tasks)
+                await self._write_view(plan, workflow, state, tasks)
                 return await self._finish(workflow, doc, counts, finish)
             if not commands:
                 break
             facts = [await self._carry_out(workflow, plan, c) for c in commands]
             state = fold(state, facts)
-        await self._write_view(plan, workflow.id, settle(plan, state), tasks)
+        await self._write_view(plan, workflow, settle(plan, state), tasks)
         return False
 
     def plan_of(self, workflow: Task) -> WorkflowPlan:
@@ -219,16 +220,19 @@ class WorkflowRuntime:
         results in element order (or ``ResultTooLarge`` if they are too many to keep)."""
         if not ready_to_close(container, doc, counts):
             return False
-        results = await elements_results(self.store, container.id, counts.total)
-        try:
-            check_result_size(results, self.max_result_bytes)
-        except ResultTooLarge as exc:
-            error = {"type": "ResultTooLarge", "message": str(exc), "retryable": False}
-            data = {"result": None, "error": error}
-            return await close(
-                self.store, self.publisher, container, counts, EventType.FAILED, data
-            )
-        return await maybe_close(self.store, self.publisher, container, doc, counts, results)
+        elements = await element_tasks(self.store, container.id, counts.total)
+        ending = for_each_ending(elements)
+        cancelled = ExecState.of(doc).cancel_requested or container.cancel_requested
+        type_, data = _FINAL_EVENTS[ending.status], ending.data()
+        if cancelled:
+            type_, data = EventType.CANCELLED, {"result": None, "reason": "cancel requested"}
+        elif ending.status is TaskStatus.COMPLETED:
+            try:
+                check_result_size(ending.result, self.max_result_bytes)
+            except ResultTooLarge as exc:
+                error = TaskError(type="ResultTooLarge", message=str(exc), retryable=False)
+                type_, data = EventType.FAILED, {"result": None, "error": error.model_dump()}
+        return await close(self.store, self.publisher, container, counts, type_, data)
 
     async def _finish(
         self, workflow: Task, doc: Doc, counts: SubtaskCounts, finish: FinishWorkflow
@@ -249,29 +253,45 @@ class WorkflowRuntime:
         return await close(self.store, self.publisher, workflow, counts, type_, data)
 
     async def _write_view(
-        self, plan: WorkflowPlan, workflow_id: str, state: WorkflowState, tasks: Mapping[str, Any]
+        self, plan: WorkflowPlan, workflow: Task, state: WorkflowState, tasks: Mapping[str, Any]
     ) -> None:
-        shown = view(plan, workflow_id, state, tasks)
-        await self.store.tasks.update_one({"_id": workflow_id}, {"$set": {"workflow": shown}})
+        shown = view(plan, workflow.id, state, tasks)
+        if shown != workflow.workflow:  # a for_each lists every element: write on change
+            await self.store.tasks.update_one({"_id": workflow.id}, {"$set": {"workflow": shown}})
 
 
 # ---- reading a workflow's tree (the runtime and taskcore rebuild) ---------------------
 
 
 async def step_tasks(store: Store, workflow_id: str) -> dict[str, StepTask]:
-    """The workflow's children (its steps' tasks) as the state machine reads them."""
-    fields = {"status": 1, "result": 1, "error": 1, "subtasks": 1}
-    found = store.tasks.find({"parent_task_id": workflow_id}, fields)
-    return {
-        d["_id"]: StepTask(
+    """The workflow's children (its steps' tasks) as the state machine reads them.
+
+    A step's first ending is final: a step task dead-lettered and then replayed is read
+    as the dead letter it was, so a replay does not resume (or re-route) its workflow.
+    """
+    fields = {"status": 1, "result": 1, "error": 1, "subtasks": 1, **STATE_FIELDS}
+    tasks: dict[str, StepTask] = {}
+    async for d in store.tasks.find({"parent_task_id": workflow_id}, fields):
+        task = StepTask(
             task_id=d["_id"],
             status=TaskStatus(d["status"]),
             result=d.get("result"),
             error=TaskError.model_validate(d["error"]) if d.get("error") else None,
             children=int((d.get("subtasks") or {}).get("total") or 0),
         )
-        async for d in found
-    }
+        if ExecState.of(d).replays and task.status is not TaskStatus.DEAD_LETTER:
+            task = await _as_first_dead_letter(store, task)
+        tasks[task.task_id] = task
+    return tasks
+
+
+async def _as_first_dead_letter(store: Store, task: StepTask) -> StepTask:
+    first = await store.events.find_one(
+        {"task_id": task.task_id, "type": EventType.DEAD_LETTERED.value}, sort=[("sequence", 1)]
+    )
+    raw = ((first or {}).get("data") or {}).get("error")
+    error = TaskError.model_validate(raw) if isinstance(raw, dict) else None
+    return StepTask(task.task_id, TaskStatus.DEAD_LETTER, None, error, task.children)
 
 
 async def step_failures(store: Store, workflow_id: str, doc: Doc) -> dict[str, TaskError]:
@@ -298,9 +318,15 @@ async def derived_view(store: Store, workflow: Task, doc: Doc) -> dict[str, Any]
     return view(plan, workflow.id, settle(plan, state), tasks)
 
 
-async def elements_results(store: Store, container_id: str, count: int) -> list[Any]:
-    """A for_each container's result: its elements' results, in element order."""
-    ids = [element_task_id(container_id, n) for n in range(count)]
-    found = store.tasks.find({"parent_task_id": container_id}, {"result": 1})
-    results = {d["_id"]: d.get("result") async for d in found}
-    return [results.get(task_id) for task_id in ids]
+async def element_tasks(store: Store, container_id: str, count: int) -> list[StepTask]:
+    """A for_each container's elements, in element order."""
+    fields = {"status": 1, "result": 1, "error": 1}
+    cursor = store.tasks.find({"parent_task_id": container_id}, fields)
+    found = {d["_id"]: d async for d in cursor}
+    elements = []
+    for n in range(count):
+        task_id = element_task_id(container_id, n)
+        d = found.get(task_id, {"status": TaskStatus.CANCELLED.value})
+        error = TaskError.model_validate(d["error"]) if d.get("error") else None
+        elements.append(StepTask(task_id, TaskStatus(d["status"]), d.get("result"), error))
+    return elements

@@ -329,7 +329,20 @@ class AttemptRunner:
         # Someone holds the lease. If they die the task must run again once it expires,
         # so the message comes back through a delay queue then, instead of being dropped
         # (or held unacked); if they finish, the re-check finds it done and drops it.
-        tier_s = ceiling_tier(lease_left_s + RECHECK_MARGIN_S)
+        await self._send_later(message, msg, lease_left_s + RECHECK_MARGIN_S)
+
+    async def redeliver_later(
+        self, message: AbstractIncomingMessage, msg: TaskMessage, delay_s: float
+    ) -> None:
+        """Hand a message back unclaimed, to come again after about ``delay_s``."""
+        await self._send_later(message, msg, delay_s)
+        await message.ack()
+        metrics.FAIR_SHARE_HANDBACKS.labels(msg.tier).inc()
+
+    async def _send_later(
+        self, message: AbstractIncomingMessage, msg: TaskMessage, delay_s: float
+    ) -> None:
+        tier_s = ceiling_tier(delay_s)
         dispatch = Dispatch(
             message=msg,
             exchange=RETRY_EXCHANGE,

@@ -33,6 +33,7 @@ from taskcore.settings import Settings
 from taskcore_executor.attempt import AttemptRunner
 from taskcore_executor.context import RunningTask
 from taskcore_executor.decode import Malformed, dead_letter_unreadable, decode
+from taskcore_executor.fair_share import FairShare
 from taskcore_executor.heartbeat import Heartbeat
 from taskcore_executor.priority_slots import PrioritySlots, SlotsClosed
 from taskcore_executor.signals import RecentSignals
@@ -93,6 +94,14 @@ class Executor:
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
         self._slots = {
             tier: PrioritySlots(tier_share(tier, settings.concurrency)) for tier in TIERS
+        }
+        self._fair = {
+            tier: FairShare(
+                tier_share(tier, settings.concurrency),
+                share=settings.fair_share,
+                long_s=settings.fair_share_long_seconds,
+            )
+            for tier in TIERS
         }
         self._stopping = False
 
@@ -164,15 +173,24 @@ class Executor:
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
-            msg = decode(message)
+            msg = decode(message, max_bytes=self.settings.max_message_bytes)
         except Malformed as bad:
             await self._park(message, bad)
             return
+        fair = self._fair[msg.tier]
         try:
-            async with self._slots[msg.tier].hold(msg.priority):
-                if self._stopping:
-                    raise SlotsClosed
-                await self.attempts.process(message, msg)
+            if not await fair.admit(msg.user_id):
+                await self.attempts.redeliver_later(
+                    message, msg, self.settings.fair_share_defer_seconds
+                )
+                return
+            try:
+                async with self._slots[msg.tier].hold(msg.priority):
+                    if self._stopping:
+                        raise SlotsClosed
+                    await self.attempts.process(message, msg)
+            finally:
+                fair.release(msg.user_id)
         except SlotsClosed:
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)  # never claimed: another executor takes it

@@ -22,6 +22,9 @@ REQUIRED_HEADERS = (
 )
 
 
+TOO_LARGE = "too_large"
+
+
 class Malformed(Exception):
     """A message no executor can act on; ``reason`` is a dead-letter reason."""
 
@@ -37,7 +40,11 @@ def header(message: AbstractIncomingMessage, name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def decode(message: AbstractIncomingMessage) -> TaskMessage:
+def decode(message: AbstractIncomingMessage, *, max_bytes: int | None = None) -> TaskMessage:
+    """The task message, or ``Malformed`` saying why it cannot be one (over ``max_bytes``:
+    refused unread)."""
+    if max_bytes is not None and len(message.body) > max_bytes:
+        raise Malformed(TOO_LARGE, f"the body is {len(message.body)} bytes, more than {max_bytes}")
     try:
         msg = TaskMessage.model_validate_json(message.body)
     except ValidationError as exc:

@@ -10,7 +10,7 @@ No other module writes a MongoDB filter or update on these fields
 (tests/unit/test_taskdoc_ownership.py checks it).
 """
 
-from taskcore.taskdoc.documents import Claim, ClaimRefused, Finish, TaskDocuments
+from taskcore.taskdoc.documents import Claim, ClaimRefused, Finish, Inserted, TaskDocuments
 from taskcore.taskdoc.operations import (
     SEQUENCE_BLOCK,
     Ending,
@@ -38,6 +38,7 @@ __all__ = [
     "Ending",
     "ExecState",
     "Finish",
+    "Inserted",
     "Op",
     "Refusal",
     "ReplayMode",

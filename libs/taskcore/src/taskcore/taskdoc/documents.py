@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,6 +76,25 @@ class Finish:
     retry_count: int | None = None
 
 
+@dataclass
+class Inserted:
+    """What an insert of new documents did not do."""
+
+    duplicates: set[str] = field(default_factory=set)  # ids already taken: the same task
+    failed: dict[str, str] = field(default_factory=dict)  # ids refused, and the reason
+
+
+def _on_id(error: Doc) -> bool:
+    """Whether a duplicate-key error is on ``_id`` (the task exists) rather than another
+    unique index (the document was refused). MongoDB says so in ``keyPattern``; the
+    stand-in only in its message."""
+    pattern = error.get("keyPattern")
+    if isinstance(pattern, dict):
+        return list(pattern) == ["_id"]
+    message = str(error.get("errmsg") or "")
+    return "_id_" in message or "._id" in message
+
+
 class TaskDocuments:
     def __init__(self, collection: AsyncCollection[Doc], clock: Callable[[], int] = now_ms) -> None:
         self.collection = collection
@@ -110,18 +129,23 @@ class TaskDocuments:
 
     # ---- creating ------------------------------------------------------------------
 
-    async def insert_new(self, docs: list[Doc]) -> set[str]:
-        """Insert new task documents; returns the ids that already existed (idempotency)."""
+    async def insert_new(self, docs: list[Doc]) -> Inserted:
+        """Insert new task documents, each on its own: which already existed (the same
+        id: an idempotent repeat) and which the store refused, and why."""
         try:
             await self.collection.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
-            dupes = set()
+            inserted = Inserted()
             for err in exc.details.get("writeErrors", []):
-                if err.get("code") != DUPLICATE_KEY:
-                    raise
-                dupes.add(docs[err["index"]]["_id"])
-            return dupes
-        return set()
+                task_id = docs[err["index"]]["_id"]
+                if err.get("code") == DUPLICATE_KEY and _on_id(err):
+                    inserted.duplicates.add(task_id)
+                else:
+                    inserted.failed[task_id] = str(err.get("errmsg") or "refused")[:500]
+            if not exc.details.get("writeErrors"):
+                raise
+            return inserted
+        return Inserted()
 
     async def reserve_event(
         self,

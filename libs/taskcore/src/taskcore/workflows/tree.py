@@ -32,6 +32,7 @@ from taskcore.workflows.decide import decide
 from taskcore.workflows.evolve import fold
 from taskcore.workflows.facts import (
     Fact,
+    StepCancelRequested,
     StepFailed,
     StepStarted,
     StepTaskChanged,
@@ -40,6 +41,7 @@ from taskcore.workflows.facts import (
 from taskcore.workflows.keys import step_key
 from taskcore.workflows.plan import WorkflowPlan
 from taskcore.workflows.state import WorkflowState, initial_state
+from taskcore.workflows.submission import OnFailure
 from taskcore.workflows.view import workflow_view
 
 FOR_EACH_TASK_TYPE = "workflow.for_each"
@@ -74,21 +76,42 @@ def derive(
     *,
     cancel_requested: bool,
 ) -> WorkflowState:
-    """The workflow's state from its tree (``tasks`` by id: its children)."""
-    facts: list[Fact] = []
+    """The workflow's state from its tree (``tasks`` by id: its children).
+
+    A step task that ended CANCELLED while the workflow was winding down (cancelled, or
+    a fail_fast failure elsewhere) is taken as cancelled by the workflow, not as a failure
+    of its own; one that ended CANCELLED otherwise (someone cancelled that step) is one.
+    """
+    started: list[Fact] = []
+    ended: list[Fact] = []
+    cancelled: list[tuple[str, StepTask]] = []
     for step_id in plan.steps:
         task = tasks.get(step_task_id(workflow_id, step_id))
         if task is None:
             continue
-        facts.append(StepStarted(step_id, task.task_id))
-        if task.status is not TaskStatus.QUEUED:
-            facts.append(
-                StepTaskChanged(step_id, task.task_id, task.status, task.result, task.error)
-            )
-    facts += [StepFailed(step_id, error) for step_id, error in failures.items()]
+        started.append(StepStarted(step_id, task.task_id))
+        if task.status is TaskStatus.CANCELLED:
+            cancelled.append((step_id, task))
+        elif task.status is not TaskStatus.QUEUED:
+            ended.append(_changed(step_id, task))
+    ended += [StepFailed(step_id, error) for step_id, error in failures.items()]
     if cancel_requested:
-        facts.append(WorkflowCancelRequested())
-    return fold(initial_state(plan.steps), facts)
+        ended.append(WorkflowCancelRequested())
+    state = fold(initial_state(plan.steps), [*started, *ended])
+    winding_down = state.cancel_requested or (
+        plan.on_failure is OnFailure.FAIL_FAST
+        and any(s.failed_by_itself for s in state.steps.values())
+    )
+    last: list[Fact] = []
+    for step_id, task in cancelled:
+        if winding_down:
+            last.append(StepCancelRequested(step_id))
+        last.append(_changed(step_id, task))
+    return fold(state, last)
+
+
+def _changed(step_id: str, task: StepTask) -> StepTaskChanged:
+    return StepTaskChanged(step_id, task.task_id, task.status, task.result, task.error)
 
 
 def settle(plan: WorkflowPlan, state: WorkflowState) -> WorkflowState:
@@ -116,3 +139,46 @@ def view(
             ids = [element_task_id(container.task_id, n) for n in range(container.children)]
             shown["steps"][step_id]["task_ids"] = ids
     return shown
+
+
+@dataclass(frozen=True)
+class ForEachEnding:
+    """How a for_each step ends once every element has."""
+
+    status: TaskStatus
+    result: Any = None
+    error: TaskError | None = None
+
+    def data(self) -> dict[str, Any]:
+        """The container's final event data."""
+        data: dict[str, Any] = {"result": self.result}
+        if self.error is not None:
+            data["error"] = self.error.model_dump()
+        return data
+
+
+def for_each_ending(elements: list[StepTask]) -> ForEachEnding:
+    """COMPLETED with the elements' results in element order if every one completed;
+    otherwise FAILED if any failed or dead-lettered, else CANCELLED if any was cancelled,
+    else COMPLETED_WITH_ERRORS (with the results), with a ``ForEachFailed`` error naming
+    the first element that did not complete."""
+    statuses = [e.status for e in elements]
+    results = [e.result for e in elements]
+    if all(s is TaskStatus.COMPLETED for s in statuses):
+        return ForEachEnding(TaskStatus.COMPLETED, results)
+    if TaskStatus.FAILED in statuses or TaskStatus.DEAD_LETTER in statuses:
+        status = TaskStatus.FAILED
+    elif TaskStatus.CANCELLED in statuses:
+        status = TaskStatus.CANCELLED
+    else:
+        status = TaskStatus.COMPLETED_WITH_ERRORS
+    bad = [(n, e) for n, e in enumerate(elements) if e.status is not TaskStatus.COMPLETED]
+    index, first = bad[0]
+    cause = f": {first.error.type}: {first.error.message}" if first.error else ""
+    message = (
+        f"{len(bad)} of {len(elements)} elements did not complete; the first, "
+        f"element {index}, ended {first.status.value}{cause}"
+    )
+    error = TaskError(type="ForEachFailed", message=message, retryable=False)
+    result = results if status is TaskStatus.COMPLETED_WITH_ERRORS else None
+    return ForEachEnding(status, result, error)

@@ -19,7 +19,7 @@ from taskcore_api.auth import Principal
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ApiError, ErrorBody, field_path
 from taskcore_api.handlers.access import view_for
-from taskcore_api.handlers.submit import conflict, create, existing_docs, prepare
+from taskcore_api.handlers.submit import conflict, create, existing_docs, not_stored, prepare
 from taskcore_api.schemas import (
     BatchAccepted,
     BatchItem,
@@ -48,11 +48,12 @@ async def submit_batch(deps: Deps, principal: Principal, items: list[Any]) -> Ba
     if pending:
         results = await create(deps, principal, [s.new for s in pending if s.new])
         for slot, submitted in zip(pending, results, strict=True):
-            slot.result = (
-                _rejected(conflict())
-                if submitted.conflict
-                else BatchAccepted(task=TaskView.of(submitted.task))
-            )
+            if submitted.failed:
+                slot.result = _rejected(not_stored())
+            elif submitted.conflict:
+                slot.result = _rejected(conflict())
+            else:
+                slot.result = BatchAccepted(task=TaskView.of(submitted.task))
     rejected = sum(isinstance(s.result, BatchRejected) for s in slots)
     if rejected:
         metrics.SUBMISSIONS_REJECTED.labels("invalid").inc(rejected)

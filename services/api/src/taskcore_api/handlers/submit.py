@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +33,8 @@ from taskcore_api.errors import ApiError, field_path
 from taskcore_api.handlers.access import VIEW_FIELDS, view_of
 from taskcore_api.live import Closed, Follower, LiveEvent, Resync
 from taskcore_api.schemas import TaskSubmission, TaskView
+
+log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 60.0
 
@@ -199,14 +202,23 @@ async def create(
         with contextlib.suppress(Exception):
             await deps.quotas.give_back(grant)
         raise
-    duplicates = sum(not r.created for r in results)
-    if duplicates:  # raced with an identical key: those were not new tasks
-        extra = also_counted if duplicates == len(news) else 0
-        await deps.quotas.give_back(Grant(grant.keys, duplicates + extra))
+    # Given back for what was not stored: an identical key raced us (the task exists), or
+    # the store refused the document (nothing exists).
+    not_created = sum(not r.created for r in results)
+    if not_created:
+        extra = also_counted if not_created == len(news) else 0
+        await deps.quotas.give_back(Grant(grant.keys, not_created + extra))
     for new, result in zip(news, results, strict=True):
         if result.created:
             metrics.TASKS_SUBMITTED.labels(new.task_type, new.tier).inc()
+        elif result.failed:
+            log.error("The store refused task %s: %s", new.task_id, result.failed)
     return results
+
+
+def not_stored() -> ApiError:
+    """The store refused a task's document (its reason is logged, not shown)."""
+    return ApiError(503, "not_stored", "The task could not be stored; nothing was created.")
 
 
 async def submit_one(
@@ -251,6 +263,8 @@ async def _store_or_find(deps: Deps, principal: Principal, new: NewTask, keyed: 
         if old is not None:
             return replay_of(old, new)
     [result] = await create(deps, principal, [new])
+    if result.failed:
+        raise not_stored()
     if result.conflict:
         raise conflict()
     return Accepted(TaskView.of(result.task), replayed=not result.created)

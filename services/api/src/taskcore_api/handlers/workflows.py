@@ -31,7 +31,14 @@ from taskcore_api import authz, storable
 from taskcore_api.auth import Principal
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ApiError
-from taskcore_api.handlers.submit import Accepted, conflict, create, existing_docs, replay_of
+from taskcore_api.handlers.submit import (
+    Accepted,
+    conflict,
+    create,
+    existing_docs,
+    not_stored,
+    replay_of,
+)
 from taskcore_api.schemas import TaskView
 
 
@@ -97,6 +104,8 @@ async def submit_workflow(
         if old is not None:
             return replay_of(old, new)
     [result] = await create(deps, principal, [new], also_counted=steps)
+    if result.failed:
+        raise not_stored()
     if result.conflict:
         raise conflict()
     accepted = Accepted(TaskView.of(result.task), replayed=not result.created)
