@@ -87,6 +87,14 @@ STATES: dict[str, Doc] = {
         top_outbox={f"{TASK}:1": entry(1).model_dump(mode="json")}, top_outbox_at_ms=NOW - 60_000
     ),
     "folded_twice": document(top_fold_rev=2),
+    # Delayed tasks whose first dispatch waits in the store.
+    "due": document(due_ms=NOW - 1),
+    "due_later": document(due_ms=NOW + 60_000),
+    "taken": document(due_ms=NOW + 30_000, due_token="tok"),
+    # Sent and claimed, but the sweep that sent it died before settling it.
+    "sent_after_due": document(
+        claim_no=1, claimed_by="node-a", lease_until=NOW + LEASE, attempts=1, due_ms=NOW - 1
+    ),
 }
 
 
@@ -168,6 +176,12 @@ OPERATIONS: list[Case] = [
         "discard d1",
         lambda: ops.mark_discarded(TASK, 1, "r-1", entry(8, EventType.DISCARDED), now_ms=NOW),
     ),
+    Case(
+        "take due",
+        lambda: ops.take_due([TASK, "other"], now_ms=NOW, resend_at_ms=NOW + 30_000, token="t"),
+    ),
+    Case("settle due", lambda: ops.settle_due([TASK], "tok")),
+    Case("forget due", lambda: ops.forget_due([TASK], NOW)),
     Case("claim stale outbox", lambda: ops.claim_stale_outbox(TASK, NOW - 60_000, NOW)),
     Case("forget drained", lambda: ops.forget_drained([TASK], NOW)),
     Case("mark for recount", lambda: ops.mark_for_recount([TASK], NOW)),

@@ -27,7 +27,7 @@ from taskcore.testing.processes import SERVICES, ServiceProcess, Stack
 
 from tests.e2e.conftest import API_KEYS
 from tests.faults.invariants import Expected, check, observe, settle
-from tests.faults.workload import Submitted, Workload, expected_statuses, submit
+from tests.faults.workload import Schedule, Submitted, Workload, expected_statuses, submit
 
 # The durable queues some service must consume, whatever happened to its connection.
 CONSUMED_QUEUES = (
@@ -72,6 +72,8 @@ class FaultRun:
     submitted: Submitted = field(default_factory=lambda: Submitted({}))
     # Poison messages injected on purpose: each must end as exactly one dead letter.
     poison_ids: set[str] = field(default_factory=set)
+    # Fires all through the run (started with the first submission).
+    schedule: Schedule = field(default_factory=Schedule)
 
     @property
     def executors(self) -> list[ServiceProcess]:
@@ -126,6 +128,8 @@ class FaultRun:
             raise AssertionError(f"queues without consumers after recovery: {last}") from exc
 
     async def submit(self, workload: Workload | None = None) -> Submitted:
+        if self.schedule.id is None:
+            await self.schedule.start(self.stack.api.url)
         more = await submit(self.stack.api.url, workload or self.workload)
         self.submitted = self.submitted.merge(more)
         return more
@@ -134,7 +138,7 @@ class FaultRun:
         fanouts = self.submitted.of_kind("fanout")
         doomed = {f"{task_id}:1" for task_id in self.submitted.of_kind("doomed")}
         return Expected(
-            statuses=await expected_statuses(self.store, self.submitted),
+            statuses=await expected_statuses(self.store, self.submitted, self.schedule),
             children={
                 **{parent: self.workload.children for parent in fanouts},
                 **{workflow: 3 for workflow in self.submitted.of_kind("workflow")},
@@ -143,7 +147,8 @@ class FaultRun:
         )
 
     async def verify(self, within: float = SETTLE_TIMEOUT_S) -> None:
-        """Wait for the run to settle, then assert every post-condition."""
+        """Stop the schedule, wait for the run to settle, then assert every post-condition."""
+        await self.schedule.stop(self.stack.api.url)
         left = await settle(
             self.store, self.vhost, self.subscriber.events, self.workload.total, within=within
         )
@@ -154,6 +159,7 @@ class FaultRun:
             self.subscriber.events,
             self.subscriber.errors,
             mongo_url=self.mongo_url,
+            schedule_id=self.schedule.id,
         )
         print(await self.summary())
         assert not problems, "\n".join(problems)

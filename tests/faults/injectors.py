@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from taskcore.adapters.mongo import Doc, Store
 from taskcore.adapters.rabbit import Publisher, connect_broker
@@ -68,6 +69,7 @@ class Duplicated:
     dispatches: int = 0
     events: int = 0
     hand_offs: int = 0
+    tasks: int = 0  # tasks whose dispatches were duplicated
 
 
 async def duplicate_everything(run: FaultRun) -> Duplicated:
@@ -79,6 +81,9 @@ async def duplicate_everything(run: FaultRun) -> Duplicated:
         logs.setdefault(e["task_id"], []).append(e)
     async with publisher_for(run) as publisher:
         async for doc in run.store.tasks.find({}):
+            if _not_due_yet(doc):
+                continue  # nothing was dispatched for it yet: nothing to duplicate
+            done.tasks += 1
             for d in dispatches_of(doc):
                 await publisher.publish(d.exchange, d.key(), dispatch_message(d))
                 done.dispatches += 1
@@ -93,6 +98,15 @@ async def duplicate_everything(run: FaultRun) -> Duplicated:
             )
             done.hand_offs += 1
     return done
+
+
+def _not_due_yet(doc: Doc) -> bool:
+    due = doc.get("scheduled_for")
+    if due is None:
+        return False
+    moment = due if isinstance(due, datetime) else datetime.fromisoformat(str(due))
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return moment > datetime.now(UTC)
 
 
 @dataclass(frozen=True)

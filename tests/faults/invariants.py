@@ -8,7 +8,9 @@ After a run has settled (``settle``):
 - the projections are what ``taskcore rebuild --check`` computes from the log;
 - ``dead_letters`` holds exactly the expected records;
 - the subscriber, deduplicating by CloudEvent id, got each task's terminal event once;
-- no outbox holds an undelivered message.
+- no outbox holds an undelivered message;
+- no delayed or scheduled task started before its ``scheduled_for``, and the schedule
+  made at most one task per due time, each at one of its due times.
 
 ``check`` returns every violation as a sentence rather than stopping at the first, so a
 failing run says everything that went wrong.
@@ -24,6 +26,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from cloudevents.core.v1.event import CloudEvent
 from taskcore.adapters.mongo import Doc, Store
@@ -229,6 +232,35 @@ def rebuild_check(mongo_url: str, db: str) -> list[str]:
     return [f"taskcore rebuild --check exited {done.returncode}: {done.stdout}{done.stderr}"]
 
 
+def check_time(observed: Observed, schedule_id: str | None) -> list[str]:
+    early = []
+    for task_id, doc in observed.tasks.items():
+        if doc.get("scheduled_for") is None:
+            continue
+        due = _utc(doc["scheduled_for"])
+        log = observed.events.get(task_id, [])
+        starts = [_utc(e["occurred_at"]) for e in log if e["type"] == "task.started"]
+        if starts and min(starts) < due:
+            early.append((task_id, due.isoformat(), min(starts).isoformat()))
+    runs = [
+        _utc(d["scheduled_for"])
+        for d in observed.tasks.values()
+        if schedule_id is not None and d.get("schedule_id") == schedule_id
+    ]
+    doubled = sorted(at.isoformat() for at, n in Counter(runs).items() if n > 1)
+    off = sorted(at.isoformat() for at in runs if at.second % 2 or at.microsecond)
+    return [
+        *some("tasks started before their time (task, due, started)", early),
+        *some("due times of the schedule with more than one task", doubled),
+        *some("schedule runs at times that are not its due times", off),
+    ]
+
+
+def _utc(value: object) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 async def check(
     store: Store,
     expected: Expected,
@@ -236,6 +268,7 @@ async def check(
     errors: list[str],
     *,
     mongo_url: str,
+    schedule_id: str | None = None,
 ) -> list[str]:
     """Every violated post-condition, as a sentence (an empty list: all hold)."""
     observed = await observe(store)
@@ -245,5 +278,6 @@ async def check(
         *check_dead_letters(observed, expected),
         *check_received(observed, received, errors),
         *check_outboxes(observed),
+        *check_time(observed, schedule_id),
         *await asyncio.to_thread(rebuild_check, mongo_url, store.db.name),
     ]

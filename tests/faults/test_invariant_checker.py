@@ -117,3 +117,24 @@ async def test_a_projection_unlike_its_log_is_named_by_the_rebuild_too(
         f"e.g. [('{made.ok}', 'RUNNING', 'COMPLETED')]"
     ) in problems
     assert any(p.startswith("taskcore rebuild --check exited 1") for p in problems), problems
+
+
+def test_the_time_check_names_an_early_start_and_a_doubled_due_time() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.faults.invariants import Observed, check_time
+
+    due = datetime(2030, 1, 1, 0, 0, 2, tzinfo=UTC)
+    early = {"_id": "early", "scheduled_for": due}
+    runs = [{"_id": f"run{i}", "scheduled_for": due, "schedule_id": "s"} for i in (1, 2)]
+    observed = Observed(
+        tasks={d["_id"]: d for d in [early, *runs]},
+        events={"early": [{"type": "task.started", "occurred_at": due - timedelta(seconds=1)}]},
+        dead_letters={},
+    )
+    problems = check_time(observed, "s")
+    assert len(problems) == 2
+    assert "started before their time" in problems[0]
+    assert "more than one task" in problems[1]
+    fine = Observed(tasks={"run1": runs[0]}, events={}, dead_letters={})
+    assert check_time(fine, "s") == []

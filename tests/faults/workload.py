@@ -4,8 +4,11 @@ end as.
 Kinds: ``noop``; ``sleep`` (0.2-1 s); ``flaky`` (fails once, then succeeds on a retry);
 ``doomed`` (a non-retryable failure: dead-lettered, the expected dead letters); ``fanout``
 (``children`` noop subtasks, collect-all); ``workflow`` (a three-step pipeline: a list,
-a ``for_each`` over it, and a step that reads the for_each's result). Every item carries
-an idempotency key, so a request retried after a failure creates each task once.
+a ``for_each`` over it, and a step that reads the for_each's result); ``delayed`` (a noop
+that may not start for 1-3 s: some wait in a delay queue, some in the store). Every item
+carries an idempotency key, so a request retried after a failure creates each task once.
+Besides the items, a run keeps a schedule firing every two seconds (``Schedule``) until
+it verifies.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ KINDS: dict[str, tuple[int, str, str]] = {
     "doomed": (4, "diag.fail", "DEAD_LETTER"),
     "fanout": (2, "diag.fanout", "COMPLETED"),
     "workflow": (2, "workflow", "COMPLETED"),
+    "delayed": (6, "diag.noop", "COMPLETED"),
 }
+# Delays of the ``delayed`` kind: 1 and 2 s fit a delay queue, the others wait in the store.
+DELAYS_S = (1.0, 1.4, 2.0, 2.6)
+SCHEDULE_CRON = "*/2 * * * * *"
 # A workflow item: the workflow, its three steps' tasks (one a for_each container) and
 # the container's elements.
 WORKFLOW_ELEMENTS = 5
@@ -81,11 +88,14 @@ class Item:
         return KINDS[self.kind][2]
 
     def submission(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "task_type": self.task_type,
             "parameters": self.parameters,
             "idempotency_key": self.key,
         }
+        if self.kind == "delayed":
+            body["delay_seconds"] = DELAYS_S[int(self.key.rsplit("-", 1)[-1]) % len(DELAYS_S)]
+        return body
 
 
 @dataclass(frozen=True)
@@ -205,8 +215,58 @@ async def _submit_batch(api_url: str, items: list[Item], *, within: float) -> Su
     return done
 
 
+@dataclass
+class Schedule:
+    """The run's schedule: created when the run starts, deleted before it is verified."""
+
+    id: str | None = None
+
+    async def start(self, api_url: str, *, within: float = 60.0) -> None:
+        body = {
+            "name": "fault run",
+            "cron": SCHEDULE_CRON,
+            "task": {"task_type": "diag.noop"},
+            "catch_up": "one",
+        }
+        self.id = str((await _until_answered(api_url, "POST", "/v1/schedules", body, within))["id"])
+
+    async def stop(self, api_url: str, *, within: float = 60.0) -> None:
+        if self.id is not None:
+            await _until_answered(api_url, "DELETE", f"/v1/schedules/{self.id}", None, within)
+
+
+async def _until_answered(
+    api_url: str, method: str, path: str, body: Any, within: float
+) -> dict[str, Any]:
+    """The API's answer to a request repeated until it is not a 5xx (an outage)."""
+    answer: dict[str, Any] = {}
+
+    async def answered() -> bool:
+        nonlocal answer
+        try:
+            async with httpx.AsyncClient(timeout=20) as client:
+                response = await client.request(method, f"{api_url}{path}", headers=AUTH, json=body)
+        except httpx.HTTPError:
+            return False
+        if response.status_code >= 500:
+            return False
+        assert response.status_code in (200, 201, 204, 404), response.text
+        answer = response.json() if response.content else {}
+        return True
+
+    await wait_for_async(answered, timeout=within, interval=0.5, message=f"{method} {path}")
+    return answer
+
+
 async def count_terminal(store: Store) -> int:
-    return await store.tasks.count_documents({"status": {"$in": list(TERMINAL)}})
+    """Terminal tasks of the workload (the schedule's runs are not counted)."""
+    terminal = {"status": {"$in": list(TERMINAL)}}
+    # Counted apart rather than filtered with ``schedule_id: None``: the stand-in does not
+    # match a missing field (tasks stored before schedules existed) against null.
+    scheduled = {**terminal, "schedule_id": {"$gt": ""}}
+    return await store.tasks.count_documents(terminal) - await store.tasks.count_documents(
+        scheduled
+    )
 
 
 async def wait_terminal(store: Store, at_least: int, *, within: float = 60.0) -> int:
@@ -226,9 +286,11 @@ async def wait_terminal(store: Store, at_least: int, *, within: float = 60.0) ->
     return seen
 
 
-async def expected_statuses(store: Store, submitted: Submitted) -> Mapping[str, str]:
-    """Every task the run must end with (the fan-outs' children read from the store) and
-    the status it must end in."""
+async def expected_statuses(
+    store: Store, submitted: Submitted, schedule: Schedule | None = None
+) -> Mapping[str, str]:
+    """Every task the run must end with (the fan-outs' children and the schedule's runs
+    read from the store) and the status it must end in."""
     statuses = {task_id: item.expected_status for task_id, item in submitted.items.items()}
     parents = submitted.of_kind("fanout")
     async for child in store.tasks.find({"parent_task_id": {"$in": parents}}, {"_id": 1}):
@@ -236,4 +298,7 @@ async def expected_statuses(store: Store, submitted: Submitted) -> Mapping[str, 
     workflows = submitted.of_kind("workflow")
     async for member in store.tasks.find({"root_task_id": {"$in": workflows}}, {"_id": 1}):
         statuses[member["_id"]] = "COMPLETED"
+    if schedule is not None and schedule.id is not None:
+        async for run in store.tasks.find({"schedule_id": schedule.id}, {"_id": 1}):
+            statuses[run["_id"]] = "COMPLETED"
     return statuses

@@ -57,6 +57,9 @@ APPLIES: dict[str, set[str]] = {
     "close parent": set(STATES) - {"settled_parent"},
     "reopen d1": {"completed", "dead", "awaiting_children"},
     "discard d1": set(STATES),
+    "take due": {"due"},
+    "settle due": {"taken"},
+    "forget due": {"sent_after_due"},
     "add to outbox": set(STATES),
     "claim stale outbox": {"with_outbox"},
     "forget drained": {"with_outbox"},
@@ -70,6 +73,13 @@ APPLIES: dict[str, set[str]] = {
     "projection write (unfolded)": set(STATES) - {"folded_twice"},
     "projection write (rev 2)": {"folded_twice"},
 }
+# The delayed states behave as the states they are beside: a task waiting for its time is
+# queued (with or without a sweep's lease), one sent and claimed is running.
+for _applies in APPLIES.values():
+    if "queued" in _applies:
+        _applies |= {"due", "due_later", "taken"}
+    if "running" in _applies:
+        _applies.add("sent_after_due")
 
 
 @pytest.mark.parametrize("case", OPERATIONS, ids=lambda c: c.name)

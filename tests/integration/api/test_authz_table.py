@@ -55,7 +55,12 @@ TABLE: dict[str, dict[str, str]] = {
     "GET usage": {c: OK for c in CALLERS},
     "GET quota": {c: OK for c in CALLERS},
     "GET providers": {c: OK if c == "admin" else "403" for c in CALLERS},
+    "GET schedule": {c: OK if c in ALLOWED else "404" for c in CALLERS},
+    "GET schedule list": {c: OK if c in ALLOWED else HIDDEN for c in CALLERS},
+    "POST schedule pause": {c: OK if c in ALLOWED else "404" for c in CALLERS},
+    "POST schedule for t1": {c: OK if c in ALLOWED else "403" for c in CALLERS},
 }
+SCHEDULE = {"name": "s", "cron": "0 0 * * *", "task": {"task_type": "diag.noop", "team_id": "t1"}}
 for row in TABLE.values():
     row["anonymous"] = "401"
 
@@ -88,7 +93,31 @@ def outcome(response: httpx.Response) -> str:
     return OK if response.status_code in (200, 201, 202) else str(response.status_code)
 
 
+async def new_schedule(api: RunningApi) -> str:
+    async with api.client(ALICE) as alice:
+        response = await alice.post("/v1/schedules", json=SCHEDULE)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def attempt_schedule(api: RunningApi, route: str, headers: dict[str, str]) -> str:
+    schedule_id = await new_schedule(api)
+    async with api.client(headers=headers) as c:
+        if route == "GET schedule":
+            return outcome(await c.get(f"/v1/schedules/{schedule_id}"))
+        if route == "POST schedule pause":
+            return outcome(await c.post(f"/v1/schedules/{schedule_id}/pause"))
+        if route == "POST schedule for t1":
+            return outcome(await c.post("/v1/schedules", json=SCHEDULE))
+        response = await c.get("/v1/schedules", params={"limit": 500})
+        if response.status_code != 200:
+            return outcome(response)
+        return OK if schedule_id in {s["id"] for s in response.json()["items"]} else HIDDEN
+
+
 async def attempt(api: RunningApi, route: str, headers: dict[str, str]) -> str:
+    if "schedule" in route:
+        return await attempt_schedule(api, route, headers)
     task_id = await new_task(api, team_id=None if route == "GET private task" else "t1")
     async with api.client(headers=headers) as c:
         if route in ("GET task", "GET private task"):

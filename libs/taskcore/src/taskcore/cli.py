@@ -26,6 +26,7 @@ TOOLS = {
         "follow a task's live progress (a workflow's steps) until it ends",
     ),
     "dlq": ("taskcore.client_cli", "inspect and replay dead letters"),
+    "schedules": ("taskcore.schedules_cli", "list, show, pause, resume and delete schedules"),
     "topology": ("taskcore.topology_cli", "declare the broker topology (a deployment step)"),
 }
 

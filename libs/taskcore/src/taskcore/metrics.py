@@ -224,3 +224,30 @@ DEAD_LETTERS_DISCARDED = Counter(
 DEAD_LETTER_REPLAYS_REFUSED = Counter(
     "taskcore_dead_letter_replays_refused_total", "Replays refused.", ["code"]
 )
+
+# Time: delayed starts, schedules, timeouts, stalls, retention
+DELAYED_DISPATCHED = Counter(
+    "taskcore_delayed_dispatched_total",
+    "Delayed tasks the due-dispatch sweep sent when they were due.",
+)
+SCHEDULE_RUNS = Counter(
+    "taskcore_schedule_runs_total",
+    "Due times of schedules, by what became of them "
+    "(created, skipped_overlap, missed, over_quota).",
+    ["outcome"],
+)
+TASK_TIMEOUTS = Counter(
+    "taskcore_task_timeouts_total",
+    "Attempts stopped at their deadline, by how they stopped (cooperative, abandoned).",
+    ["task_type", "how"],
+)
+ABANDONED_THREADS = Gauge(
+    "taskcore_abandoned_threads",
+    "Worker threads of timed-out CPU-bound attempts that have not returned yet.",
+    multiprocess_mode="livesum",
+)
+RETENTION_REMOVED = Counter(
+    "taskcore_retention_removed_total",
+    "What retention removed (kind: tasks, events, dead_letters).",
+    ["kind"],
+)

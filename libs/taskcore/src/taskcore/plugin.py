@@ -117,6 +117,12 @@ class NoSpend:
         yield _Unmetered()
 
 
+class TaskTimeout(RetryableError):
+    """The attempt ran past its deadline (``timeout_seconds``): raised by
+    ``TaskContext.check_cancelled`` once the deadline passed, or recorded for an attempt
+    that did not stop on its own. Retried within the budget, like any transient failure."""
+
+
 class SubtaskSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -150,7 +156,8 @@ class TaskContext(Protocol):
         """Create one child (idempotently, by ``spec.key``) and return its id."""
 
     def check_cancelled(self) -> None:
-        """Raise ``TaskCancelled`` if a cancel has been requested."""
+        """Raise ``TaskCancelled`` if a cancel has been requested, or ``TaskTimeout`` once
+        the attempt is past its deadline."""
 
     async def heartbeat(self) -> None:
         """Extend this attempt's lease now (long CPU-bound steps call this)."""
@@ -168,6 +175,10 @@ class TaskType(Generic[P, R]):
     failure_threshold: ClassVar[float] = 0.5  # for SubtaskPolicy.THRESHOLD
     # CPU-bound types run in a worker thread so they do not stall the event loop.
     cpu_bound: ClassVar[bool] = False
+    # Each attempt's time limit in seconds (None: none). A submission may ask for less.
+    # At the deadline the attempt is asked to stop (``check_cancelled`` raises
+    # ``TaskTimeout``); one that has not stopped a few seconds later is abandoned.
+    timeout_seconds: ClassVar[float | None] = None
     # False for the types taskcore creates itself (a workflow, its for_each containers):
     # POST /v1/tasks refuses them and GET /v1/task-types does not list them.
     submittable: ClassVar[bool] = True

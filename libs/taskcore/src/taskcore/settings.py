@@ -122,6 +122,29 @@ class Settings(BaseSettings):
     # Aggregator
     fold_batch_size: int = 500
 
+    # Time. An attempt whose executor died (its lease expired) is taken over as a stall;
+    # a task whose attempts stalled this many times is dead-lettered ("stalled").
+    max_stalls: int = Field(default=3, ge=1)
+    # After an attempt's deadline, how long it has to stop at a checkpoint before it is
+    # abandoned (its slot freed; see the README on CPU-bound threads).
+    timeout_grace_seconds: float = Field(default=5.0, ge=0, le=3600)
+    # The aggregator's sweeps: delayed dispatches and schedules look at least this often
+    # (so the latest a delayed task or a schedule's run starts), and for how long a due
+    # time still counts as on time rather than missed (also at most half the time to the
+    # schedule's next run).
+    due_sweep_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    schedule_sweep_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    schedule_misfire_grace_seconds: float = Field(default=60.0, ge=0)
+    # API: schedules one user may have.
+    max_schedules_per_user: int = Field(default=100, ge=0)
+    # Retention of finished work: root tasks (with their trees, event logs and dead
+    # letters) are removed this many days after they finished; FAILED, DEAD_LETTER and
+    # COMPLETED_WITH_ERRORS after the second. The sweep removes at most retention_batch
+    # trees at a time and looks again after retention_interval_seconds when idle.
+    retention_days: float = Field(default=30.0, gt=0)
+    retention_days_failed: float = Field(default=90.0, gt=0)
+    retention_interval_seconds: float = Field(default=300.0, gt=0)
+    retention_batch: int = Field(default=100, ge=1, le=10_000)
     # Bounds on trees and results (taskcore.limits).
     max_children: int = Field(default=10_000, ge=1)
     max_descendants: int = Field(default=20_000, ge=1)

@@ -5,6 +5,10 @@ and an outbox entry holding the dispatch message and the ``task.submitted`` even
 the insert the entry is published (dispatch confirmed first, then the event). A crash in
 between leaves the entry for the relay: never a stored task that is not dispatched, and
 never a message for a task that was not stored.
+
+A delayed task (``scheduled_for`` in the future) waits where ``domain.delays`` says: its
+dispatch goes to a delay queue whose TTL fits, or it is left out of the outbox and the
+document keeps the due time for the due-dispatch sweep (``taskcore.due_dispatch``).
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from typing import Any
 from taskcore.adapters.mongo import Doc, Store, doc_to_task, task_to_doc
 from taskcore.adapters.rabbit import Publisher
 from taskcore.domain.clock import to_ms
+from taskcore.domain.delays import ViaQueue, ViaStore, route_delay
 from taskcore.domain.events import EventType, TaskEvent, event_id_for
 from taskcore.domain.evolve import evolve
 from taskcore.domain.task import Task, Tier
 from taskcore.messages.envelope import Dispatch, OutboxEntry, TaskMessage
+from taskcore.messages.topology import RETRY_EXCHANGE, retry_routing_key
 from taskcore.outbox import deliver_or_defer
 from taskcore.taskdoc import ExecState, operations
 from taskcore.tracing import current_traceparent
@@ -49,6 +55,12 @@ class NewTask:
     team_id: str | None = None
     # Derived projection fields to insert with it (a workflow's first ``workflow`` view).
     derived: dict[str, Any] = field(default_factory=dict)
+    # Not dispatched before this time (None: at once); set by a delayed submission or,
+    # with ``schedule_id``, the due time of the schedule that made the task.
+    scheduled_for: datetime | None = None
+    schedule_id: str | None = None
+    # Each attempt's time limit, when the submission set one (else the type's own).
+    timeout_seconds: float | None = None
 
 
 def request_hash(body: Any) -> str:
@@ -76,6 +88,13 @@ def submitted_event(new: NewTask, now: datetime) -> TaskEvent:
             **({"labels": new.labels} if new.labels else {}),
             **({"team_id": new.team_id} if new.team_id else {}),
             **(
+                {"scheduled_for": new.scheduled_for.astimezone(UTC).isoformat()}
+                if new.scheduled_for is not None
+                else {}
+            ),
+            **({"schedule_id": new.schedule_id} if new.schedule_id else {}),
+            **({"timeout_seconds": new.timeout_seconds} if new.timeout_seconds is not None else {}),
+            **(
                 {"failure_threshold": new.failure_threshold}
                 if new.failure_threshold is not None
                 else {}
@@ -92,21 +111,33 @@ def new_task_document(new: NewTask, now: datetime) -> tuple[Doc, OutboxEntry]:
     # The projection is written here as the fold of the submitted event, so folding that
     # event later changes nothing (the aggregator then has nothing to write for it).
     projection = {**task_to_doc(task), **new.derived}
-    dispatch = Dispatch(
-        message=TaskMessage(
-            task_id=new.task_id,
-            task_type=new.task_type,
-            user_id=new.user_id,
-            tier=new.tier,
-            priority=new.priority,
-            parameters=new.parameters,
-            dispatch=1,
-        ),
-        traceparent=new.traceparent,
+    message = TaskMessage(
+        task_id=new.task_id,
+        task_type=new.task_type,
+        user_id=new.user_id,
+        tier=new.tier,
+        priority=new.priority,
+        parameters=new.parameters,
+        dispatch=1,
     )
+    route = route_delay(new.scheduled_for, now)
+    dispatch: Dispatch | None = Dispatch(message=message, traceparent=new.traceparent)
+    if isinstance(route, ViaQueue):
+        dispatch = Dispatch(
+            message=message,
+            exchange=RETRY_EXCHANGE,
+            routing_key=retry_routing_key(route.tier_s, new.tier),
+            traceparent=new.traceparent,
+        )
+    elif isinstance(route, ViaStore):
+        dispatch = None  # the due-dispatch sweep sends it when it is due
     entry = OutboxEntry(event=event, dispatch=dispatch)
     doc = operations.new_document(
-        projection, [entry], request_hash=new.request_hash, now_ms=to_ms(now)
+        projection,
+        [entry],
+        request_hash=new.request_hash,
+        now_ms=to_ms(now),
+        due_ms=route.due_ms if isinstance(route, ViaStore) else None,
     )
     return doc, entry
 

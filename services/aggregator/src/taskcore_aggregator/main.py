@@ -13,6 +13,7 @@ from taskcore.settings import Settings
 
 from taskcore_aggregator.config import AggregatorSettings
 from taskcore_aggregator.consumer import Aggregator
+from taskcore_aggregator.timekeeping import Timekeeping
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
@@ -35,7 +36,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         server_task = asyncio.create_task(server.serve(), name="http")
         await aggregator.start()
+        timekeeping = Timekeeping(settings, store, publisher)
+        timekeeping.start()
         await stop.wait()
+        await timekeeping.stop()
         await aggregator.stop()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

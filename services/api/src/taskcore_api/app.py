@@ -23,7 +23,7 @@ from taskcore_api.body_limit import (
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ERRORS, install_error_handlers
 from taskcore_api.request_metrics import RequestMetricsMiddleware
-from taskcore_api.routes import console, stream, task_types, tasks, usage, workflows
+from taskcore_api.routes import console, schedules, stream, task_types, tasks, usage, workflows
 from taskcore_api.routes.dead_letters import router as dead_letters_router
 from taskcore_api.schemas import BatchItem, BatchRequest, StreamEvent
 
@@ -81,6 +81,7 @@ def create_app(deps: Deps, readiness: list[ReadinessCheck]) -> FastAPI:
     app.include_router(workflows.router)
     app.include_router(dead_letters_router)
     app.include_router(usage.router)
+    app.include_router(schedules.router)
     app.include_router(console.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

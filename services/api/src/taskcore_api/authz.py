@@ -1,7 +1,8 @@
 """Every authorization decision of the API, in one place.
 
 Roles: an admin sees and does everything; a user sees and cancels their own tasks and
-those of their teams (a task submitted with ``team_id``). Another user's task does not
+those of their teams (a task submitted with ``team_id``), and likewise sees, pauses,
+resumes and deletes their own and their teams' schedules. Another user's task does not
 exist for them (404, never 403, so nobody learns which ids exist). A stream token (see
 ``identity.stream_tokens``) opens one task's stream and nothing else. Tracebacks are for
 admins: a user sees an error's type and message.
@@ -54,6 +55,12 @@ def can_view(principal: Principal, task: Doc) -> bool:
 
 def can_cancel(principal: Principal, task: Doc) -> bool:
     return principal.via != "stream_token" and can_view(principal, task)
+
+
+def can_manage_schedule(principal: Principal, schedule: Doc) -> bool:
+    """Pause, resume or delete a schedule: as for cancelling a task, whoever sees it
+    (its owner, its team's members, an admin)."""
+    return can_cancel(principal, schedule)
 
 
 def can_see_traceback(principal: Principal) -> bool:

@@ -12,6 +12,7 @@ from taskcore.observability import http_server
 from taskcore.outbox import OutboxRelay
 from taskcore.quotas import QuotaPolicy, ensure_quota_indexes
 from taskcore.registry import load_registry
+from taskcore.scheduling.documents import ScheduleDocuments
 from taskcore.service import ConfigurationError, open_store, port_for
 from taskcore.settings import Settings
 from taskcore.tracing import instrument_app
@@ -48,6 +49,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await declare_topology(channel, settings.queue_type, declare=settings.declare_topology)
         await ensure_quota_indexes(store)
         await ensure_listing_indexes(store)
+        await ScheduleDocuments(store.db["schedules"], store.documents.clock).ensure_indexes()
         publisher = await Publisher.open(connection)
         live = LiveEvents()
         await live.start(connection)

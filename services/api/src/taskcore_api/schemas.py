@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from taskcore.domain.delays import MAX_DELAY
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import SubtaskCounts, Task, TaskError
@@ -21,6 +29,9 @@ MAX_LABELS = 20
 LABEL_KEY_PATTERN = r"^[a-z0-9_.-]{1,63}$"
 MAX_LABEL_VALUE = 256
 MAX_TEAM_ID = 200
+MAX_DELAY_SECONDS = MAX_DELAY.total_seconds()
+# A submission's own time limit, when its type declares none.
+MAX_TIMEOUT_SECONDS = 24 * 3600.0
 
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=63)]
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]
@@ -64,6 +75,27 @@ class TaskSubmission(BaseModel):
         default=None,
         description="Share the task with this team (one of yours; else 403): every member "
         "sees and may cancel it, and its subtasks inherit it.",
+    )
+    run_at: AwareDatetime | None = Field(
+        default=None,
+        description="Start no earlier than this (RFC 3339 with an offset; at most 30 days "
+        "ahead). The task is QUEUED with `scheduled_for` until then, and may start up to "
+        "about a second late. Not with `delay_seconds`.",
+        examples=["2030-01-01T09:00:00Z"],
+    )
+    delay_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_SECONDS,
+        description="Start no earlier than this many seconds from now (at most 30 days).",
+    )
+    timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description="Each attempt's time limit: an attempt still running then is stopped and "
+        "fails with the retryable `TaskTimeout`. At most the type's own limit, when it "
+        "declares one; otherwise at most 24 hours.",
     )
 
 
@@ -181,6 +213,15 @@ class TaskView(BaseModel):
     root_task_id: str | None
     labels: dict[str, str]
     team_id: str | None
+    scheduled_for: datetime | None = Field(
+        default=None,
+        description="Not started before this time: a delayed submission's, or the due time "
+        "of the schedule that created the task.",
+    )
+    schedule_id: str | None = Field(default=None, description="The schedule that made it.")
+    timeout_seconds: float | None = Field(
+        default=None, description="The submission's own limit per attempt, if it set one."
+    )
     cancel_requested: bool
     subtasks: SubtaskCounts
     usage: UsageView | None = Field(
@@ -197,6 +238,7 @@ class TaskView(BaseModel):
         "finished_at",
         "last_attempt_at",
         "next_attempt_at",
+        "scheduled_for",
     )
     @classmethod
     def _to_store_precision(cls, value: datetime | None) -> datetime | None:
@@ -285,6 +327,10 @@ class TaskTypeView(BaseModel):
     name: str
     description: str
     parameters_schema: dict[str, Any]
+    timeout_seconds: float | None = Field(
+        default=None,
+        description="The type's own time limit per attempt (a submission may ask for less).",
+    )
 
 
 class TaskTypeList(BaseModel):

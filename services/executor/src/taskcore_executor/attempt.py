@@ -4,9 +4,11 @@
   holder's lease would have expired, then ack), cancelled before it ran (record
   ``task.cancelled``, ack), no such task or a dispatch never issued (dead-letter it);
 - claimed: emit ``task.started``, run what the claimed document says (its type, user,
-  tier and parameters: the message only names the task and the dispatch), record the
-  outcome and its messages in the task's outbox with one conditional update, publish
-  them (confirmed), ack.
+  tier and parameters: the message only names the task and the dispatch), within its
+  time limit (``deadline``), record the outcome and its messages in the task's outbox
+  with one conditional update, publish them (confirmed), ack;
+- taken over from an executor that died, for the ``TASKCORE_MAX_STALLS``-th time: do
+  not run it again (it may be what kills executors), dead-letter it as ``stalled``.
 - handed back at shutdown: release the claim and requeue the message unfinished;
 - lease lost (another executor re-ran it): drop the outcome, ack.
 """
@@ -41,6 +43,7 @@ from taskcore.tracing import start_span, traceparent_of
 from taskcore_executor.claim_batches import ClaimBatches
 from taskcore_executor.classify import classify
 from taskcore_executor.context import ExecutionContext, RunningTask, StartNotice
+from taskcore_executor.deadline import within_deadline
 from taskcore_executor.decode import dead_letter_unreadable, header
 from taskcore_executor.outcomes import (
     Cancelled,
@@ -106,6 +109,9 @@ class AttemptRunner:
             return
         msg = claimed_message(claim, delivered)
         seq = Sequencer(msg.task_id, claim.first_sequence, claim.last_sequence)
+        if claim.took_over and claim.state.stalls >= self.settings.max_stalls:
+            await self._give_up_stalled(message, msg, seq, claim)
+            return
         running = RunningTask(msg, claim.attempt, seq, claim.doc.get("root_task_id") or msg.task_id)
         running.labels, running.team_id = claim.doc.get("labels") or {}, claim.doc.get("team_id")
         running.depth = int(claim.doc.get("depth") or 0)
@@ -204,11 +210,17 @@ class AttemptRunner:
             guard=self.guard,
         )
         max_attempts = int(claim.doc.get("max_attempts") or task_type.retry.max_attempts)
+        timeout_s = claim.doc.get("timeout_seconds") or task_type.timeout_seconds
         began = time.monotonic()
         metrics.TASKS_IN_FLIGHT.labels(msg.task_type).inc()
         try:
             ctx.check_cancelled()  # cancelled while being claimed: never start
-            result = await run_task(task_type, params, ctx, self.cpu_pool)
+            result = await within_deadline(
+                run_task(task_type, params, ctx, self.cpu_pool),
+                running,
+                timeout_s,
+                self.settings.timeout_grace_seconds,
+            )
             check_result_size(result, self.settings.max_result_bytes)
             outcome: Outcome = Completed(result, awaiting_children=bool(running.children))
         except Exception as exc:
@@ -223,6 +235,37 @@ class AttemptRunner:
             time.monotonic() - began
         )
         return outcome
+
+    async def _give_up_stalled(
+        self, message: AbstractIncomingMessage, msg: TaskMessage, seq: Sequencer, claim: Claim
+    ) -> None:
+        """Dead-letter a task whose attempts keep dying with their executor, instead of
+        letting it take down one executor after another."""
+        stalls = claim.state.stalls
+        log.error(
+            "Task %s stalled %d times (its executor died or lost its lease while running "
+            "it each time); it is dead-lettered instead of run again.",
+            msg.task_id,
+            stalls,
+        )
+        error = ErrorInfo(
+            "TaskStalled",
+            f"the task's attempts stalled {stalls} times: each time the executor running it "
+            "stopped (died, or lost its lease) before it finished",
+            False,
+        )
+        outcome = Dead(DeadReason.STALLED, error)
+        entries = outcome_entries(outcome, msg, seq, header(message, env.HEADER_TRACEPARENT))
+        # The attempts that died may not have announced their start (it goes out after
+        # a few ms): the event says how many there were, every earlier claim of the task.
+        [dead] = entries
+        data = {**dead.event.data, "attempts": claim.attempt - 1, "stalls": stalls}
+        entries = [dead.model_copy(update={"event": dead.event.model_copy(update={"data": data})})]
+        if await self.batches.finish(Finish(claim, Ending.DONE, entries)):
+            await self._publish(entries)
+            _count_outcome(msg, outcome)
+        await message.ack()
+        await self._follow_up(outcome, msg, claim)
 
     async def _follow_up(self, outcome: Outcome, msg: TaskMessage, claim: Claim) -> None:
         """Cancellations the outcome calls for; best effort, the outcome is already safe."""

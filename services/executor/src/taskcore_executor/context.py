@@ -15,7 +15,14 @@ from taskcore.domain.events import EventType, TaskEvent
 from taskcore.domain.ids import idempotent_task_id
 from taskcore.domain.usage import UsageRecorded
 from taskcore.messages.envelope import TaskMessage
-from taskcore.plugin import MeteredCall, NonRetryableError, Spend, SubtaskSpec, TaskCancelled
+from taskcore.plugin import (
+    MeteredCall,
+    NonRetryableError,
+    Spend,
+    SubtaskSpec,
+    TaskCancelled,
+    TaskTimeout,
+)
 from taskcore.registry import TaskTypeRegistry, UnknownTaskType
 from taskcore.submission import NewTask, submit_tasks
 from taskcore.taskdoc import SEQUENCE_BLOCK
@@ -99,6 +106,7 @@ class RunningTask:
         self.lost = False  # another executor owns the claim now: drop the outcome
         self.handing_back = False  # shutdown: give the task back unfinished
         self.finishing = False  # the outcome is being recorded: too late to stop
+        self.timed_out = False  # past its deadline: checkpoints raise TaskTimeout
         self.execution: asyncio.Task[Any] | None = None
         self.start_notice: StartNotice | None = None
         # Events the broker did not confirm (usage): the outcome carries them durably.
@@ -106,6 +114,11 @@ class RunningTask:
         self.depth = 0  # levels below its root (from the claimed document)
 
     def cancel(self) -> None:
+        self.cancelled.set()
+
+    def time_out(self) -> None:
+        """The attempt is past its deadline: its next checkpoint stops it."""
+        self.timed_out = True
         self.cancelled.set()
 
     def lose(self) -> None:
@@ -294,6 +307,8 @@ class ExecutionContext:
 
     def check_cancelled(self) -> None:
         if self._running.cancelled.is_set():
+            if self._running.timed_out:
+                raise TaskTimeout(f"task {self.task_id} ran past its time limit")
             raise TaskCancelled(f"task {self.task_id} was cancelled")
 
     async def heartbeat(self) -> None:

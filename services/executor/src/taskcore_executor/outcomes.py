@@ -28,6 +28,7 @@ class DeadReason:
     UNKNOWN_TASK = "unknown_task"
     MISSING_HEADERS = "missing_headers"
     REPLAY_LIMIT = "replay_limit"
+    STALLED = "stalled"  # its attempts kept dying with their executor
 
 
 @dataclass(frozen=True)

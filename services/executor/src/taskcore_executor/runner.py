@@ -4,15 +4,19 @@ type is CPU-bound, and checking that what it returns is its declared result."""
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
+from taskcore import metrics
 from taskcore.plugin import NonRetryableError, TaskContext
 from taskcore.registry import AnyTaskType
 
 from taskcore_executor.context import ExecutionContext, ThreadContext
+
+log = logging.getLogger(__name__)
 
 
 class InvalidResult(NonRetryableError):
@@ -25,12 +29,26 @@ async def run_task(
 ) -> Any:
     """The attempt's result as JSON-ready data; raises whatever the task raised."""
     if task_type.cpu_bound:
-        loop = asyncio.get_running_loop()
-        bridge = ThreadContext(ctx, loop)
-        result = await loop.run_in_executor(pool, _run_on_thread, task_type, params, bridge)
+        bridge = ThreadContext(ctx, asyncio.get_running_loop())
+        running = pool.submit(_run_on_thread, task_type, params, bridge)
+        try:
+            result = await asyncio.wrap_future(running)
+        except asyncio.CancelledError:
+            _abandon(running, ctx.task_id)
+            raise
     else:
         result = await task_type.execute(params, ctx)
     return result_json(task_type, result)
+
+
+def _abandon(running: Future[Any], task_id: str) -> None:
+    """Stop waiting for a thread that cannot be stopped (Python has no way to): it keeps
+    its pool worker until the task returns, and is counted until then."""
+    if running.cancel():
+        return  # it had not started: nothing runs on
+    log.warning("Task %s's thread is abandoned; it runs on until it returns.", task_id)
+    metrics.ABANDONED_THREADS.inc()
+    running.add_done_callback(lambda _: metrics.ABANDONED_THREADS.dec())
 
 
 def _run_on_thread(task_type: AnyTaskType, params: BaseModel, ctx: TaskContext) -> Any:

@@ -18,6 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from taskcore import metrics
+from taskcore.domain.clock import to_ms
 from taskcore.domain.events import TaskEvent
 from taskcore.domain.task import Task
 from taskcore.listing import index_fields
@@ -36,10 +37,13 @@ PROJECTION_FIELDS: tuple[str, ...] = tuple(f for f in Task.model_fields if f != 
 # overwrite them.
 # ``created_at`` never changes after the insert, and re-setting it would turn it into a
 # string on the stand-in (see EPOCH_MS), breaking created-time filters.
-FOLD_FIELDS: tuple[str, ...] = tuple(
-    f
-    for f in PROJECTION_FIELDS
-    if f not in ("subtasks", "workflow", "descendant_usage", "created_at")
+FOLD_FIELDS: tuple[str, ...] = (
+    *(
+        f
+        for f in PROJECTION_FIELDS
+        if f not in ("subtasks", "workflow", "descendant_usage", "created_at")
+    ),
+    "finished_ms",
 )
 
 # Times that queries compare (leases, outbox ages) are kept as epoch milliseconds: the
@@ -165,6 +169,9 @@ class Store:
                 IndexModel([(taskdoc_fields.OUTBOX_AT, ASCENDING)]),
                 IndexModel([("awaiting_children", ASCENDING)]),
                 IndexModel([(taskdoc_fields.MARKED_AT, ASCENDING)]),
+                IndexModel([(taskdoc_fields.DUE_AT, ASCENDING)]),
+                # Retention's sweep for roots finished long ago.
+                IndexModel([("finished_ms", ASCENDING)]),
             ]
         )
         await self.dead_letters.create_indexes(
@@ -183,6 +190,9 @@ def task_to_doc(task: Task) -> Doc:
     doc = task.model_dump(mode="python")
     doc["_id"] = doc.pop("id")
     doc["status"] = task.status.value
+    # When it finished, as a number retention's range query can use (a $set datetime
+    # is a string on the stand-in, see EPOCH_MS); derived, so the fold keeps it right.
+    doc["finished_ms"] = to_ms(task.finished_at) if task.finished_at is not None else None
     doc.update(index_fields(task.id, task.created_at, task.labels))  # for listing
     return doc
 

@@ -68,6 +68,9 @@ def _submitted(event: TaskEvent) -> Task:
         depth=d.get("depth", 0),
         labels=d.get("labels") or {},
         team_id=d.get("team_id"),
+        scheduled_for=d.get("scheduled_for"),
+        schedule_id=d.get("schedule_id"),
+        timeout_seconds=d.get("timeout_seconds"),
         subtask_policy=d.get("subtask_policy", "collect_all"),
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
@@ -130,6 +133,9 @@ def _finished(status: TaskStatus) -> Any:
             changes["retry_count"] = event.data["retry_count"]
         if "dead_letter_id" in event.data:
             changes["dead_letter_id"] = event.data["dead_letter_id"]
+        if isinstance(event.data.get("attempts"), int):
+            # Attempts whose executor died before announcing their start (a stalled task).
+            changes["attempts"] = max(state.attempts, event.data["attempts"])
         return changes
 
     return apply

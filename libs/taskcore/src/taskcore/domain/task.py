@@ -76,6 +76,12 @@ class Task(BaseModel):
     # come from the submission and are inherited by subtasks.
     labels: dict[str, str] = Field(default_factory=dict)
     team_id: str | None = None
+    # When the task may start (a delayed submission, or the due time of the schedule
+    # that created it), the schedule if any, and the submission's own time limit per
+    # attempt; all three come from the submission.
+    scheduled_for: UtcDatetime | None = None
+    schedule_id: str | None = None
+    timeout_seconds: float | None = None
     subtask_policy: str = "collect_all"
     awaiting_children: bool = False
     cancel_requested: bool = False

@@ -362,6 +362,45 @@ class TaskDocuments:
         op = ops.mark_discarded(task_id, dispatch, record_id, entry, now_ms=self.clock())
         return await self.apply(op)
 
+    # ---- delayed dispatch ----------------------------------------------------------
+
+    async def take_due(self, limit: int, resend_after_s: float) -> tuple[str, list[Doc]]:
+        """Take up to ``limit`` due dispatches (earliest first) for this caller to send:
+        a token for ``settle_due`` and the documents taken (what to dispatch). Due
+        times left on tasks claimed since are dropped on the way."""
+        now = self.clock()
+        found = (
+            await self.collection.find(ops.due(now), ops.DUE_FIELDS)
+            .sort(f.DUE_AT, 1)
+            .limit(limit)
+            .to_list(None)
+        )
+        claimed = [d["_id"] for d in found if ExecState.of(d).claim_no > 0]
+        if claimed:
+            op = ops.forget_due(claimed, now)
+            await self.collection.update_many(op.filter, op.update)
+        ids = [d["_id"] for d in found if ExecState.of(d).claim_no == 0]
+        token = uuid.uuid4().hex
+        if not ids:
+            return token, []
+        take = ops.take_due(
+            ids, now_ms=now, resend_at_ms=now + int(resend_after_s * 1000), token=token
+        )
+        await self.collection.update_many(take.filter, take.update)
+        # By _id first, as in claim_many: the token has no index.
+        query = {"_id": {"$in": ids}, f.DUE_TOKEN: token}
+        return token, await self.collection.find(query, ops.DUE_FIELDS).to_list(None)
+
+    async def settle_due(self, task_ids: list[str], token: str) -> None:
+        if task_ids:
+            op = ops.settle_due(task_ids, token)
+            await self.collection.update_many(op.filter, op.update)
+
+    async def next_due_ms(self) -> int | None:
+        """When the earliest delayed dispatch is due (None: none waits)."""
+        doc = await self.collection.find_one(ops.waiting(), {"exec": 1}, sort=[(f.DUE_AT, 1)])
+        return None if doc is None else ExecState.of(doc).due_ms
+
     # ---- the outbox relay ----------------------------------------------------------
 
     async def stale_outboxes(self, cutoff_ms: int, limit: int) -> list[Doc]:

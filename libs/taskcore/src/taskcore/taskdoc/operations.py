@@ -17,6 +17,8 @@ The protocol, in one place (docs/design.md tells the same story with the reasons
   "already done"); one being run is flagged and its holder stops at a checkpoint;
 - replay: a dead-lettered task reopens only while still closed at exactly that dispatch;
 - close parent: a parent's final event is written once;
+- due dispatch: a delayed task's first dispatch is taken by one sweep at a time when it
+  is due, and sent again only if that sweep died before it was sent;
 - outbox: every operation that must publish writes its messages in the same update.
 """
 
@@ -93,14 +95,23 @@ def _with_outbox(update: Doc, entries: list[OutboxEntry], now_ms: int) -> Doc:
 
 
 def new_document(
-    projection: Doc, entries: list[OutboxEntry], *, request_hash: str | None, now_ms: int
+    projection: Doc,
+    entries: list[OutboxEntry],
+    *,
+    request_hash: str | None,
+    now_ms: int,
+    due_ms: int | None = None,
 ) -> Doc:
     """A new task's one document: its first projection, the first dispatch outstanding,
-    and the submission's messages in its outbox."""
+    and the submission's messages in its outbox. With ``due_ms`` the first dispatch is
+    not in the outbox: it waits in the store until then (``take_due``)."""
     sequences = [e.event.sequence for e in entries]
+    ex = initial_exec()
+    if due_ms is not None:
+        ex["due_ms"] = due_ms
     return {
         **projection,
-        "exec": initial_exec(),
+        "exec": ex,
         f.SEQ: max(sequences, default=0),
         f.CANCEL_REQUESTED: False,
         f.CHILDREN_SETTLED: False,
@@ -270,7 +281,9 @@ def cancel_if_idle(task_id: str, entry: OutboxEntry, *, parent: bool, now_ms: in
                     f.FINISHED: not parent,
                     f.CLAIMED_BY: None,
                     f.DONE_NO: NEVER_DISPATCH,
-                }
+                },
+                # A delayed dispatch that never went out never will.
+                "$unset": {f.DUE_AT: "", f.DUE_TOKEN: ""},
             },
             [entry],
             now_ms,
@@ -473,6 +486,58 @@ def mark_discarded(
     return Op(
         {"_id": task_id, marker: {"$exists": False}},
         _with_outbox({"$set": {marker: record_id}}, [entry], now_ms),
+    )
+
+
+# ---- delayed dispatch ---------------------------------------------------------------
+
+
+def due(now_ms: int) -> Doc:
+    """The filter of documents whose delayed dispatch is due (or was taken by a sweep
+    that has not confirmed sending it within its lease)."""
+    return {f.DUE_AT: {"$lte": now_ms}}
+
+
+def waiting() -> Doc:
+    """The filter of every document with a delayed dispatch still to send."""
+    return {f.DUE_AT: {"$gte": 0}}
+
+
+DUE_FIELDS: Doc = {
+    "exec": 1,
+    "task_type": 1,
+    "user_id": 1,
+    "tier": 1,
+    "priority": 1,
+    "parameters": 1,
+}
+
+
+def take_due(task_ids: list[str], *, now_ms: int, resend_at_ms: int, token: str) -> Op:
+    """Take due dispatches to send them: each is taken by one sweep, which moves its due
+    time to ``resend_at_ms``, so if that sweep dies before ``settle_due`` another sends
+    it then (a second send of the same dispatch is harmless). Only a task never claimed
+    and still open is taken: a cancelled one is closed, a claimed one was sent."""
+    return Op(
+        {"_id": {"$in": task_ids}, f.DUE_AT: {"$lte": now_ms}, f.OPEN: True, f.CLAIM_NO: 0},
+        {"$set": {f.DUE_AT: resend_at_ms, f.DUE_TOKEN: token}},
+    )
+
+
+def settle_due(task_ids: list[str], token: str) -> Op:
+    """The dispatches this sweep took are confirmed sent: nothing waits any more."""
+    return Op(
+        {"_id": {"$in": task_ids}, f.DUE_TOKEN: token},
+        {"$unset": {f.DUE_AT: "", f.DUE_TOKEN: ""}},
+    )
+
+
+def forget_due(task_ids: list[str], now_ms: int) -> Op:
+    """Drop a due time left on a task that was claimed since (its sender died after
+    sending, before settling): it can never be due again."""
+    return Op(
+        {"_id": {"$in": task_ids}, f.DUE_AT: {"$lte": now_ms}, f.CLAIM_NO: {"$gt": 0}},
+        {"$unset": {f.DUE_AT: "", f.DUE_TOKEN: ""}},
     )
 
 

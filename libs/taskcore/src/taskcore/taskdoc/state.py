@@ -18,6 +18,9 @@ them):
 - ``exec.attempts``: claims over the task's whole life; ``exec.stalls``: claims taken
   over from a holder whose lease expired; ``exec.retry_count``: retries in the budget.
 - ``exec.claim_token``, ``exec.finish_token``: which batched claim or finish matched.
+- ``exec.due_ms``: a delayed task's first dispatch waits in the store until then (epoch
+  ms; absent once sent, or for a task that never waited here); ``exec.due_token``: which
+  due-dispatch sweep took it.
 - ``cancel_requested``: a cancel was asked for (also a projection field, set ahead of
   its event); ``cancel_cascaded``: the cancel reached every open child.
 - ``children_settled``: a parent's final event is written (exactly once).
@@ -52,6 +55,8 @@ STALLS = "exec.stalls"
 RETRY_COUNT = "exec.retry_count"
 CLAIM_TOKEN = "exec.claim_token"
 FINISH_TOKEN = "exec.finish_token"
+DUE_AT = "exec.due_ms"
+DUE_TOKEN = "exec.due_token"
 CANCEL_REQUESTED = "cancel_requested"
 CANCEL_CASCADED = "cancel_cascaded"
 CHILDREN_SETTLED = "children_settled"
@@ -155,6 +160,12 @@ class ExecState:
     subtasks_marked: int | None
     subtasks_changed_ms: int | None
     fold_rev: int | None  # None: never written by a fold
+    due_ms: int | None = None  # a dispatch waiting in the store until then
+
+    @property
+    def waits_in_store(self) -> bool:
+        """Its first dispatch is waiting for its due time (nothing sent yet)."""
+        return self.due_ms is not None and self.open and self.claim_no == 0
 
     @classmethod
     def of(cls, doc: Doc) -> ExecState:
@@ -183,6 +194,7 @@ class ExecState:
             subtasks_marked=doc.get(MARKED),
             subtasks_changed_ms=doc.get(CHANGED_AT),
             fold_rev=doc.get(FOLD_REV),
+            due_ms=ex.get("due_ms"),
         )
 
     def held_at(self, now_ms: int) -> bool:

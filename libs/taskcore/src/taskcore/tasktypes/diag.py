@@ -48,6 +48,8 @@ class Sleep(TaskType[SleepParams, SleepResult]):
     description = "Sleeps, reporting progress and honouring cancellation at checkpoints."
     Params = SleepParams
     Result = SleepResult
+    # Its longest sleep and a minute more: a submission may ask for less.
+    timeout_seconds = 3660.0
 
     async def execute(self, params: SleepParams, ctx: TaskContext) -> SleepResult:
         start = time.monotonic()

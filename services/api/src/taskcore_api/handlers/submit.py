@@ -12,14 +12,17 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 from taskcore import metrics
 from taskcore.adapters.mongo import Doc, doc_to_task
+from taskcore.domain.delays import MAX_DELAY
 from taskcore.domain.ids import idempotent_task_id
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import Tier
 from taskcore.quotas import Grant, QuotaExceeded
+from taskcore.registry import AnyTaskType
 from taskcore.submission import NewTask, Submitted, request_hash, submit_tasks
 from taskcore.taskdoc import STATE_FIELDS, ExecState
 
@@ -87,10 +90,10 @@ def prepare(
     parameters = params.model_dump(mode="json")
     tier: Tier = "free" if principal.tier == "free" else "paid"
     fields = body.model_dump(mode="json", include=set(TaskSubmission.model_fields))
-    # Absent labels and team hash as before they existed: a retried submission from
+    # Absent optional fields hash as before they existed: a retried submission from
     # before an upgrade keeps its Idempotency-Key.
-    for optional in ("labels", "team_id"):
-        if not fields.get(optional):
+    for optional in OPTIONAL_FIELDS:
+        if fields.get(optional) in (None, {}, ""):
             fields.pop(optional, None)
     new = NewTask(
         user_id=principal.user_id,
@@ -104,11 +107,50 @@ def prepare(
         request_hash=request_hash(fields),
         labels=dict(body.labels),
         team_id=body.team_id,
+        scheduled_for=start_time(body, datetime.now(UTC)),
+        timeout_seconds=timeout(body, task_type),
     )
     if idempotency_key:
         # Scoped per user: the same key from another user names another task.
         new = replace(new, task_id=idempotent_task_id(principal.user_id, idempotency_key))
     return new
+
+
+OPTIONAL_FIELDS = ("labels", "team_id", "run_at", "delay_seconds", "timeout_seconds")
+
+
+def start_time(body: TaskSubmission, now: datetime) -> datetime | None:
+    """When the task may start (None: at once), or a 422 naming the field."""
+    if body.run_at is not None and body.delay_seconds is not None:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "Give run_at or delay_seconds, not both.",
+            [{"field": "delay_seconds", "reason": "not together with run_at"}],
+        )
+    if body.delay_seconds is not None:
+        return now + timedelta(seconds=body.delay_seconds) if body.delay_seconds else None
+    if body.run_at is not None and body.run_at - now > MAX_DELAY:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "run_at is too far ahead.",
+            [{"field": "run_at", "reason": f"at most {MAX_DELAY.days} days from now"}],
+        )
+    return body.run_at
+
+
+def timeout(body: TaskSubmission, task_type: AnyTaskType) -> float | None:
+    """The submission's own attempt time limit, or a 422 if it exceeds the type's."""
+    limit = task_type.timeout_seconds
+    if body.timeout_seconds is not None and limit is not None and body.timeout_seconds > limit:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"timeout_seconds is over {task_type.name}'s own limit of {limit:g} s.",
+            [{"field": "timeout_seconds", "reason": f"at most {limit:g} for this task type"}],
+        )
+    return body.timeout_seconds
 
 
 def conflict() -> ApiError:

@@ -19,7 +19,10 @@ async def list_task_types(
     return TaskTypeList(
         items=[
             TaskTypeView(
-                name=t.name, description=t.description, parameters_schema=t.parameters_schema()
+                name=t.name,
+                description=t.description,
+                parameters_schema=t.parameters_schema(),
+                timeout_seconds=t.timeout_seconds,
             )
             for t in deps.registry.all()
             if t.submittable
