@@ -112,7 +112,7 @@ INJECTED = (
 )  # fmt: skip
 THRESHOLD_ONLY = (
     "TaskcoreQueueWaitHigh", "TaskcoreParentStuck", "TaskcoreAggregatorLagging",
-    "TaskcoreSpendRateSpike", "TaskcoreProviderBenched",
+    "TaskcoreSpendRateSpike", "TaskcoreProviderBenched", "TaskcoreUnroutablePublishes",
 )  # fmt: skip
 # Values of the dashboards' variables the workload is sure to produce.
 EXPECTED_VALUES = {"task_type": {"diag.noop", "diag.fail", "generate_summary"},

@@ -34,6 +34,7 @@ from taskcore.messages.envelope import EventBatch
 from taskcore.messages.topology import (
     EVENTS_ROUTING_PREFIX,
     INTERNAL_EVENTS_EXCHANGE,
+    ROUTED_EXCHANGES,
     unroutable_is_normal,
 )
 from taskcore.tracing import within_trace
@@ -139,6 +140,9 @@ class Publisher:
         self.channel = channel
         self._exchanges: dict[str, AbstractExchange] = {}
         self._in_flight: dict[str, asyncio.Future[None]] = {}
+        for exchange in ROUTED_EXCHANGES:
+            # Exported at 0 from the start, so its alert compares a series, not an absence.
+            metrics.AMQP_RETURNED.labels(exchange, "error")
 
     @classmethod
     async def open(cls, connection: AbstractRobustConnection) -> Publisher:

@@ -38,6 +38,9 @@ DEAD_LETTER_QUEUE = "tasks.dlq.queue"
 INTERNAL_EVENTS_EXCHANGE = "tasks.internal.events"
 EXTERNAL_EVENTS_EXCHANGE = "tasks.events.exchange"
 
+# Where a publish must reach a queue (a returned message there is an error to retry).
+ROUTED_EXCHANGES = (TASKS_EXCHANGE, RETRY_EXCHANGE, DEAD_LETTER_EXCHANGE, INTERNAL_EVENTS_EXCHANGE)
+
 AGGREGATOR_QUEUE = "tasks.aggregator.queue"
 BRIDGE_QUEUE = "tasks.bridge.queue"
 
