@@ -3,6 +3,8 @@ the parent's policy (collect all, fail fast with sibling cancellation)."""
 
 from __future__ import annotations
 
+from taskcore.usage.budgets import Budgets, BudgetsConfig
+
 from tests.integration.executor.harness import System
 
 
@@ -96,3 +98,23 @@ async def test_a_subtask_of_an_unknown_type_fails_the_parent_without_retries(
     assert task["attempts"] == 1
     assert "unknown subtask type" in task["error"]["message"]
     assert await _children(system, parent) == []
+
+
+async def test_a_parent_whose_submitter_has_spent_their_budget_creates_no_children(
+    system: System,
+) -> None:
+    config = BudgetsConfig.parse({"users": {"carol": {"daily_tokens": 100}}})
+    budgets = Budgets(system.store.budgets, system.store.usage, config)
+    await budgets.reserve("carol", "paid", 100, 0)  # carol's day is spent
+    await system.start_aggregator()
+    await system.start_executor(budgets=config)
+
+    carols = await system.submit("test.parent", {"count": 3}, user_id="carol")
+    alices = await system.submit("test.parent", {"count": 3})  # no budget of hers is spent
+
+    task = await system.wait_status(carols, "DEAD_LETTER", within_s=20)
+    assert task["error"]["type"] == "BudgetExceeded"
+    assert "daily tokens" in task["error"]["message"]
+    assert await _children(system, carols) == []
+    await system.wait_status(alices, "COMPLETED", within_s=20)
+    assert len(await _children(system, alices)) == 3

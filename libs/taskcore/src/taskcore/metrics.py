@@ -129,8 +129,8 @@ LLM_COST = Counter(
 )
 BUDGET_REFUSALS = Counter(
     "taskcore_budget_refusals_total",
-    "Work refused by a user's budget: a submission (stage=submission) or a provider call "
-    "(stage=call).",
+    "Work refused by a user's budget: a submission (stage=submission), a provider call "
+    "(stage=call) or a running task's subtasks (stage=subtasks).",
     ["tier", "budget", "stage"],
 )
 

@@ -97,6 +97,7 @@ class AttemptRunner:
             store,
             TreeLimits.from_settings(settings),
             Quotas(store, QuotaPolicy.from_settings(settings)),
+            self.accounts.budgets,
         )
         # Concurrent attempts share their claims' and outcomes' store round trips.
         self.batches = ClaimBatches(store.documents, node, settings.lease_seconds)

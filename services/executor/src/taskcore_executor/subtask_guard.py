@@ -1,9 +1,11 @@
-"""What bounds a running task's subtasks: the tree limits and the submitter's quota.
+"""What bounds a running task's subtasks: the tree limits, the submitter's quota and budgets.
 
 Checked before each ``submit_subtasks``, on the children that do not exist yet (a re-run
 parent names the same children, so re-submitting them costs nothing). Over a tree limit
 the parent fails with the non-retryable ``TreeLimitExceeded``; over the submitter's
-quota it waits for the window to reopen (``RateLimitedError``, which uses no attempt).
+quota it waits for the window to reopen (``RateLimitedError``, which uses no attempt);
+while one of the submitter's budgets is used up it fails with ``BudgetExceeded``, as a
+submission over budget is refused with a 429 (children would only spend what is gone).
 A parent's children are counted by reading (one parent runs at a time); a root's
 descendants are reserved on the root's document with a conditional ``$inc``, so parents
 of one tree creating children at the same moment cannot pass the limit together. A
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from taskcore import metrics
 from taskcore.adapters.mongo import Store
 from taskcore.limits import TreeLimitExceeded, TreeLimits
 from taskcore.plugin import RateLimitedError
 from taskcore.quotas import Grant, QuotaExceeded, Quotas
 from taskcore.submission import NewTask
+from taskcore.usage.budgets import Budgets, budget_exceeded
 
 
 @dataclass
@@ -27,6 +31,7 @@ class SubtaskGuard:
     store: Store
     limits: TreeLimits
     quotas: Quotas
+    budgets: Budgets | None = None
 
     async def admit(self, parent_id: str, root_id: str, batch: list[NewTask]) -> Grant | None:
         """Check ``batch`` (children of ``parent_id``) against the limits and take quota
@@ -41,13 +46,17 @@ class SubtaskGuard:
         self.limits.check(depth=batch[0].depth, children=children + fresh, descendants=0)
         if not fresh:
             return None
+        new = batch[0]
+        if self.budgets is not None:
+            for spent in await self.budgets.exhausted(new.user_id, new.tier):
+                metrics.BUDGET_REFUSALS.labels(new.tier, spent.limit.name, "subtasks").inc()
+                raise budget_exceeded(spent.limit, spent.used, spent.resets_at, 0)
         limit = self.limits.max_descendants
         if not await self.store.documents.reserve_descendants(root_id, fresh, limit):
             raise TreeLimitExceeded(
                 f"{fresh} more tasks would pass TASKCORE_MAX_DESCENDANTS ({limit}) under "
                 f"root {root_id}"
             )
-        new = batch[0]
         try:
             return await self.quotas.take(new.user_id, new.tier, fresh)
         except QuotaExceeded as exc:
