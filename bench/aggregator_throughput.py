@@ -57,9 +57,9 @@ from bench.baselines.stats import per_second
 from bench.common import (
     Profiler,
     StoreServer,
+    cancel_on_signals,
     cpu_snapshot,
     fresh_vhost,
-    interrupt_on_sigterm,
     rss_bytes,
     stack_env,
     store_server,
@@ -295,6 +295,7 @@ def _table(rows: list[Figures]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> list[Figures]:
+    cancel_on_signals()
     rows: list[Figures] = []
     with store_server() as store, fresh_vhost("bench-agg") as rabbitmq_url:
         print(
@@ -327,7 +328,6 @@ async def main_async(args: argparse.Namespace) -> list[Figures]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    interrupt_on_sigterm()
     rows = asyncio.run(main_async(args))
     if args.json:
         meta = {"python": platform.python_version(), "machine": platform.machine()}

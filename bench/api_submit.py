@@ -49,9 +49,9 @@ from bench.baselines import confirmed_publish_rate
 from bench.baselines.stats import latency_percentiles_ms, per_second
 from bench.common import (
     BENCH_API_KEY,
+    cancel_on_signals,
     cpu_seconds,
     fresh_vhost,
-    interrupt_on_sigterm,
     load_average,
     stack_env,
     store_server,
@@ -188,6 +188,7 @@ async def batched(url: str, n: int, size: int, in_flight: int = 2) -> Figures:
 
 
 async def measure(args: argparse.Namespace) -> Figures:
+    cancel_on_signals()
     with store_server() as store, fresh_vhost("bench-api") as rabbitmq_url:
         with services(rabbitmq_url, store.url, args.full_stack) as api:
             assert api.process is not None
@@ -259,7 +260,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    interrupt_on_sigterm()
     result = asyncio.run(measure(args))
     print(table(result))
     if args.json:

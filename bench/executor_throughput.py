@@ -49,8 +49,8 @@ from bench.baselines.stats import per_second
 from bench.common import (
     Profiler,
     StoreServer,
+    cancel_on_signals,
     fresh_vhost,
-    interrupt_on_sigterm,
     stack_env,
     store_server,
 )
@@ -214,6 +214,7 @@ def _table(rows: list[Figures], raw_rate: float) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> list[Figures]:
+    cancel_on_signals()
     with store_server() as store, fresh_vhost("bench-exec") as rabbitmq_url:
         broker = await broker_version(rabbitmq_url)
         print(f"broker: {broker}; store: {store.kind}; cpus: {os.cpu_count()}")
@@ -231,7 +232,6 @@ async def main_async(args: argparse.Namespace) -> list[Figures]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    interrupt_on_sigterm()
     rows = asyncio.run(main_async(args))
     if args.json:
         meta = {"python": platform.python_version(), "machine": platform.machine()}
