@@ -16,7 +16,7 @@ help:
 	@echo "lock       re-resolve the lock files from pyproject.toml (LOCK_ARGS=--upgrade to move on)"
 	@echo "format     apply ruff's fixes and formatting"
 	@echo "lint       ruff check and ruff format --check"
-	@echo "typecheck  mypy --strict (configured in pyproject.toml) on libs and services"
+	@echo "typecheck  mypy --strict (configured in pyproject.toml) on libs, services and bench"
 	@echo "test       the whole suite (needs RabbitMQ; starts the MongoDB stand-in)"
 	@echo "test-unit  the pure unit tests only: no broker, no store, a few seconds"
 	@echo "check      lint, typecheck and test"
@@ -61,7 +61,7 @@ lint: install
 	$(PYTHON) -m ruff format --check .
 
 typecheck: install
-	$(PYTHON) -m mypy libs services
+	$(PYTHON) -m mypy libs services bench
 
 test: install
 	./scripts/ensure-rabbitmq

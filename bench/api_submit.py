@@ -49,10 +49,12 @@ from bench.baselines import confirmed_publish_rate
 from bench.baselines.stats import latency_percentiles_ms, per_second
 from bench.common import (
     BENCH_API_KEY,
+    Profiler,
     cancel_on_signals,
     cpu_seconds,
     fresh_vhost,
     load_average,
+    print_profiles,
     stack_env,
     store_server,
 )
@@ -194,7 +196,13 @@ async def measure(args: argparse.Namespace) -> Figures:
             assert api.process is not None
             await single(api.url, min(200, args.n), args.concurrency)  # warm up
             cpu_before = cpu_seconds(api.process.pid)
-            one = await single(api.url, args.n, args.concurrency)
+            profiling = (
+                Profiler({"api": api.process.pid}, args.py_spy).recording()
+                if args.py_spy
+                else contextlib.nullcontext()
+            )
+            with profiling:
+                one = await single(api.url, args.n, args.concurrency)
             cpu_single = cpu_seconds(api.process.pid) - cpu_before
             many = await batched(api.url, args.batch_n, args.batch_size, args.batch_in_flight)
             cpu_batch = cpu_seconds(api.process.pid) - cpu_before - cpu_single
@@ -255,6 +263,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--raw-n", type=int, default=20_000, help="raw baseline messages")
     parser.add_argument("--full-stack", action="store_true", help="run all four services")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--py-spy", type=Path, help="profile the API during the single run")
     return parser.parse_args(argv)
 
 
@@ -262,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     result = asyncio.run(measure(args))
     print(table(result))
+    if args.py_spy:
+        print_profiles(args.py_spy)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -35,12 +35,12 @@ BENCH_API_KEY = "bench-key"
 BENCH_USER = "bench"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
-# The counters the benchmarks divide by the number of tasks, and the label that splits them.
-COUNTED = {
-    "taskcore_amqp_messages_published_total": "exchange",
-    "taskcore_store_commands_total": "command",
-    "taskcore_store_documents_total": "kind",
-    "taskcore_store_bytes_written_total": "",
+# The counters the benchmarks divide by the number of tasks, and the labels that split them.
+COUNTED: dict[str, tuple[str, ...]] = {
+    "taskcore_amqp_messages_published_total": ("exchange",),
+    "taskcore_store_commands_total": ("command",),
+    "taskcore_store_documents_total": ("kind", "collection"),
+    "taskcore_store_bytes_written_total": (),
 }
 CounterKey = tuple[str, str, str]  # (service, counter, label value)
 
@@ -237,9 +237,10 @@ async def scrape_counters(
         response.raise_for_status()
         for family in text_string_to_metric_families(response.text):
             for sample in family.samples:
-                label = COUNTED.get(sample.name)
-                if label is not None:
-                    values[(name, sample.name, sample.labels.get(label, ""))] = sample.value
+                labels = COUNTED.get(sample.name)
+                if labels is not None:
+                    split = " ".join(sample.labels.get(label, "") for label in labels)
+                    values[(name, sample.name, split)] = sample.value
     return values
 
 
@@ -433,6 +434,14 @@ class Profiler:
     def top(self, name: str, limit: int = 12) -> list[tuple[str, float, float]]:
         """The hottest functions: (function, % of samples on CPU in it, % including callees)."""
         return top_functions(self.path(name), limit)
+
+
+def print_profiles(out_dir: Path) -> None:
+    """The hottest functions of each profile ``Profiler`` wrote to ``out_dir``."""
+    for path in sorted(out_dir.glob("*.collapsed.txt")):
+        print(f"\npy-spy, {path.name.split('.')[0]}: function, % own, % with callees")
+        for function, own, inclusive in top_functions(path):
+            print(f"  {own:5.1f} {inclusive:5.1f}  {function}")
 
 
 def top_functions(path: Path, limit: int = 12) -> list[tuple[str, float, float]]:

@@ -52,7 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.baselines import (
     broker_version,
+    celery_paced_latency,
     celery_with_mongo_backend,
+    celery_without_backend,
     format_table,
     paced_latency,
     publish_consume_rate,
@@ -71,6 +73,7 @@ from bench.common import (
     fresh_vhost,
     load_average,
     per_task_counts,
+    print_profiles,
     rabbitmq_base_url,
     rabbitmq_pid,
     raise_if_cancelling,
@@ -594,16 +597,23 @@ async def measure_baselines(
             raise_if_cancelling()
             figures.append({"baseline": name, "note": f"FAILED: {exc!r}"})
     if args.celery_n:
-        print("  celery.mongo_backend ...", file=sys.stderr, flush=True)
-        try:
-            figures.append(
-                await asyncio.to_thread(
-                    celery_with_mongo_backend, rabbitmq_base_url(), args.celery_n, store_url
-                )
+        celery: dict[str, Callable[[], Figures]] = {
+            "celery.no_backend": lambda: celery_without_backend(rabbitmq_base_url(), args.celery_n),
+            "celery.mongo_backend": lambda: celery_with_mongo_backend(
+                rabbitmq_base_url(), args.celery_n, store_url
+            ),
+        }
+        if args.hops:  # Celery's answer to the per-hop run: the same rate, MongoDB backend
+            celery["celery.paced_latency"] = lambda: celery_paced_latency(
+                rabbitmq_base_url(), args.hops_rate, args.hops / args.hops_rate, store_url
             )
-        except Exception as exc:
-            raise_if_cancelling()
-            figures.append({"baseline": "celery.mongo_backend", "note": f"FAILED: {exc!r}"})
+        for name, measure in celery.items():
+            print(f"  {name} ...", file=sys.stderr, flush=True)
+            try:
+                figures.append(await asyncio.to_thread(measure))
+            except Exception as exc:
+                raise_if_cancelling()
+                figures.append({"baseline": name, "note": f"FAILED: {exc!r}"})
     return figures
 
 
@@ -613,7 +623,10 @@ def ratios(taskcore: list[Figures], baselines: list[Figures]) -> dict[str, float
     by_name = {f["baseline"]: f for f in taskcore + baselines if "note" not in f}
     raw = by_name.get("raw_broker.publish_consume")
     raw_paced = by_name.get("raw_broker.paced_latency")
-    celery = by_name.get("celery.mongo_backend")
+    celery = {
+        "celery": by_name.get("celery.no_backend"),
+        "celery+mongo": by_name.get("celery.mongo_backend"),
+    }
     out: dict[str, float] = {}
     for name, f in by_name.items():
         if not name.startswith("taskcore."):
@@ -623,13 +636,26 @@ def ratios(taskcore: list[Figures], baselines: list[Figures]) -> dict[str, float
                 out[f"{name} throughput / raw publish+consume"] = (
                     f["tasks_per_s"] / raw["msgs_per_s"]
                 )
-            if celery:
-                out[f"{name} throughput / celery"] = f["tasks_per_s"] / celery["tasks_per_s"]
-                out[f"{name} p50 latency / celery"] = f["p50_ms"] / celery["p50_ms"]
+            for label, c in celery.items():
+                if c:
+                    out[f"{name} throughput / {label}"] = f["tasks_per_s"] / c["tasks_per_s"]
         elif raw_paced and raw_paced.get("p50_ms"):
             for q in ("p50_ms", "p99_ms"):
                 out[f"{name} {q[:3]} latency / raw paced"] = f[q] / raw_paced[q]
     return {k: round(v, 3) for k, v in out.items()}
+
+
+def hops_ratio(hops: Mapping[str, Any], baselines: list[Figures]) -> dict[str, float]:
+    """The per-hop run's submit-to-CloudEvent latency over Celery's submit-to-result-stored
+    at the same rate."""
+    celery = next((f for f in baselines if f["baseline"] == "celery.paced_latency"), None)
+    if not hops or celery is None or "note" in celery or not celery.get("p50_ms"):
+        return {}
+    total = hops["total"]
+    return {
+        f"taskcore paced {q[:3]} (per-hop run) / celery+mongo paced": round(total[q] / celery[q], 3)
+        for q in ("p50_ms", "p99_ms")
+    }
 
 
 def workflow_ratio(workflow: list[Figures]) -> dict[str, float]:
@@ -763,7 +789,7 @@ async def _main(args: argparse.Namespace) -> int:
         baselines = (
             [] if args.skip_baselines else await measure_baselines(rabbitmq_url, store.url, args)
         )
-    ratio = ratios(taskcore, baselines) | workflow_ratio(workflow)
+    ratio = ratios(taskcore, baselines) | hops_ratio(hops, baselines) | workflow_ratio(workflow)
     print(report(environment, taskcore + baselines, ratio, workflow))
     if hops:
         print(f"\nper-hop latency, {args.hops} diag.noop at {args.hops_rate:g}/s, one POST each:")
@@ -794,15 +820,6 @@ async def _main(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     return 1 if problems else 0
-
-
-def print_profiles(out_dir: Path) -> None:
-    from bench.common import top_functions
-
-    for path in sorted(out_dir.glob("*.collapsed.txt")):
-        print(f"\npy-spy, {path.name.split('.')[0]}: function, % own, % with callees")
-        for function, own, inclusive in top_functions(path):
-            print(f"  {own:5.1f} {inclusive:5.1f}  {function}")
 
 
 def main(argv: list[str] | None = None) -> int:

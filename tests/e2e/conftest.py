@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo import MongoClient
@@ -75,6 +76,7 @@ def module_stack(
     finally:
         s.stop()
         print(s.logs())
+        client: MongoClient[dict[str, Any]]
         with MongoClient(mongo_url) as client:
             client.drop_database(database)
         delete_vhost(vhost)

@@ -20,7 +20,14 @@ from .chaos import Scenario
 
 
 def _documents(kind: str) -> float:
-    return REGISTRY.get_sample_value("taskcore_store_documents_total", {"kind": kind}) or 0.0
+    """Documents of ``kind`` (read, written) over every collection."""
+    total = 0.0
+    for metric in REGISTRY.collect():
+        if metric.name == "taskcore_store_documents":
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.labels.get("kind") == kind:
+                    total += sample.value
+    return total
 
 
 def _projector(store: Store) -> Projector:

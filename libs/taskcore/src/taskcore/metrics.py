@@ -196,8 +196,8 @@ STORE_COMMANDS = Counter(
 )
 STORE_DOCUMENTS = Counter(
     "taskcore_store_documents_total",
-    "Documents the store reported written (inserted, modified, deleted) or read.",
-    ["kind"],
+    "Documents the store reported written (inserted, modified, deleted) or read, by collection.",
+    ["kind", "collection"],
 )
 STORE_BYTES_WRITTEN = Counter(
     "taskcore_store_bytes_written_total",

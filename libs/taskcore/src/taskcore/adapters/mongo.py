@@ -67,23 +67,30 @@ class _CommandCounter(monitoring.CommandListener):
 
     def __init__(self, *, bytes_written: bool = False) -> None:
         self._bytes_written = bytes_written
+        # The collection of each command in flight: its reply does not name it.
+        self._collections: dict[tuple[object, int], str] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name in self._IGNORED:
+        name = event.command_name
+        if name in self._IGNORED:
             return
-        metrics.STORE_COMMANDS.labels(event.command_name).inc()
-        if self._bytes_written and event.command_name in self._WRITES:
+        metrics.STORE_COMMANDS.labels(name).inc()
+        if self._bytes_written and name in self._WRITES:
             metrics.STORE_BYTES_WRITTEN.inc(len(bson.encode(event.command)))
+        collection = event.command.get("collection" if name == "getMore" else name)
+        if isinstance(collection, str):
+            self._collections[(event.connection_id, event.request_id)] = collection
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        collection = self._collections.pop((event.connection_id, event.request_id), "")
         written, read = documents_touched(event.command_name, event.reply)
         if written:
-            metrics.STORE_DOCUMENTS.labels("written").inc(written)
+            metrics.STORE_DOCUMENTS.labels("written", collection).inc(written)
         if read:
-            metrics.STORE_DOCUMENTS.labels("read").inc(read)
+            metrics.STORE_DOCUMENTS.labels("read", collection).inc(read)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        self._collections.pop((event.connection_id, event.request_id), None)
 
 
 def documents_touched(command: str, reply: Any) -> tuple[int, int]:
