@@ -167,11 +167,10 @@ class Store:
         )
         await self.tasks.create_indexes(
             [
-                IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)]),
+                # Every index costs each write of a task document (the stand-in recomputes
+                # them all): listing has its own (ensure_listing_indexes), and nothing
+                # queries by root or by status alone.
                 IndexModel([("parent_task_id", ASCENDING), ("status", ASCENDING)]),
-                # Tree limits count a root's tasks (taskcore.limits).
-                IndexModel([("root_task_id", ASCENDING)]),
-                IndexModel([("status", ASCENDING), ("created_at", DESCENDING)]),
                 # The task document protocol's sweeps (taskcore.taskdoc).
                 IndexModel([(taskdoc_fields.OUTBOX_AT, ASCENDING)]),
                 IndexModel([("awaiting_children", ASCENDING)]),
