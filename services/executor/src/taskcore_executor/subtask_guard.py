@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from taskcore import metrics
-from taskcore.adapters.mongo import Store
+from taskcore.adapters.mongo import Store, count_matching
 from taskcore.limits import TreeLimitExceeded, TreeLimits
 from taskcore.plugin import RateLimitedError
 from taskcore.quotas import Grant, QuotaExceeded, Quotas
@@ -40,9 +40,9 @@ class SubtaskGuard:
             return None
         ids = [new.task_id for new in batch]
         tasks = self.store.tasks
-        already = await tasks.count_documents({"_id": {"$in": ids}})
+        already = await count_matching(tasks, {"_id": {"$in": ids}})
         fresh = len(ids) - already
-        children = await tasks.count_documents({"parent_task_id": parent_id})
+        children = await count_matching(tasks, {"parent_task_id": parent_id})
         self.limits.check(depth=batch[0].depth, children=children + fresh, descendants=0)
         if not fresh:
             return None

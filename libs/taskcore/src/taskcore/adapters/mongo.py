@@ -192,6 +192,18 @@ class Store:
         await self.client.close()
 
 
+async def count_matching(collection: AsyncCollection[Doc], query: Doc) -> int:
+    """How many documents match ``query``: ``count_documents`` by a ``$count`` stage.
+
+    PyMongo's ``count_documents`` groups on a constant ``_id``, which the nx-27017
+    stand-in runs by loading every document of the collection (350 ms at 20,000 tasks,
+    whatever the indexes); a ``$count`` stage is served by the index there as on
+    MongoDB (1 ms).
+    """
+    rows = await (await collection.aggregate([{"$match": query}, {"$count": "n"}])).to_list(1)
+    return int(rows[0]["n"]) if rows else 0
+
+
 def task_to_doc(task: Task) -> Doc:
     doc = task.model_dump(mode="python")
     doc["_id"] = doc.pop("id")

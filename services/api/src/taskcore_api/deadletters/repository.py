@@ -14,7 +14,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
-from taskcore.adapters.mongo import Doc, Store, now_ms
+from taskcore.adapters.mongo import Doc, Store, count_matching, now_ms
 
 from taskcore_api.deadletters.filters import DeadLetterFilter, StateFilter, after_cursor
 from taskcore_api.deadletters.records import RecordState
@@ -68,7 +68,7 @@ class DeadLetterRepository:
         return await found.limit(limit).to_list(None)
 
     async def count(self, selection: DeadLetterFilter, state: StateFilter) -> int:
-        return await self.records.count_documents(selection.query(state))
+        return await count_matching(self.records, selection.query(state))
 
     async def pending_ids(self, selection: DeadLetterFilter, limit: int) -> list[str]:
         """Replayable records matching ``selection``, oldest first."""

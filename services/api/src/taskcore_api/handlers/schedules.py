@@ -12,6 +12,7 @@ import heapq
 from datetime import UTC, datetime
 from typing import Any
 
+from taskcore.adapters.mongo import count_matching
 from taskcore.domain.clock import to_ms
 from taskcore.scheduling.cron import Cron, InvalidSchedule
 from taskcore.scheduling.documents import (
@@ -92,7 +93,7 @@ async def create(deps: Deps, principal: Principal, body: ScheduleRequest) -> Sch
     except ApiError as exc:
         raise _in_task(exc) from None
     store = documents(deps)
-    owned = await store.collection.count_documents({"user_id": principal.user_id})
+    owned = await count_matching(store.collection, {"user_id": principal.user_id})
     if owned >= deps.settings.max_schedules_per_user:
         raise ApiError(
             409,

@@ -14,6 +14,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, PyMongoError
+from taskcore.adapters.mongo import count_matching
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,5 @@ class SlotPool:
             )
 
     async def held(self, provider: str) -> int:
-        return await self._coll.count_documents(
-            {"kind": "slot", "provider": provider, "lease_until": {"$gt": self._clock()}}
-        )
+        live = {"kind": "slot", "provider": provider, "lease_until": {"$gt": self._clock()}}
+        return await count_matching(self._coll, live)
