@@ -15,13 +15,13 @@ idle system costs one small indexed query per interval.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from taskcore import metrics
 from taskcore.adapters.rabbit import Publisher
 from taskcore.messages.envelope import Dispatch, TaskMessage
 from taskcore.outbox import publish_dispatch
+from taskcore.periodic import Periodic, seconds_until
 from taskcore.taskdoc import ExecState, TaskDocuments
 from taskcore.taskdoc.state import Doc
 
@@ -61,28 +61,22 @@ class DueDispatcher:
         self.publisher = publisher
         self.interval_s = interval_s
         self.resend_after_s = resend_after_s
-        self._stop = asyncio.Event()
+        self._loop = Periodic("The due-dispatch sweep", interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
 
     async def run_forever(self) -> None:
-        while not self._stop.is_set():
-            wait = self.interval_s
-            try:
-                await self.sweep()
-                wait = await self.until_next()
-            except Exception:
-                log.exception("The due-dispatch sweep failed; it will try again.")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+        await self._loop.run(self._sweep_then_wait)
+
+    async def _sweep_then_wait(self) -> float:
+        await self.sweep()
+        return await self.until_next()
 
     async def until_next(self) -> float:
         """Seconds to sleep: until the earliest due time, at most one interval."""
         next_ms = await self.documents.next_due_ms()
-        if next_ms is None:
-            return self.interval_s
-        return min(self.interval_s, max(0.0, (next_ms - self.documents.clock()) / 1000))
+        return seconds_until(next_ms, self.documents.clock(), self.interval_s)
 
     async def sweep(self) -> int:
         """Send every dispatch due now; returns how many were sent."""

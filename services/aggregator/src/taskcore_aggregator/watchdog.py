@@ -9,8 +9,6 @@ up both. Safe in several replicas at once: every write it makes is conditional.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from pydantic import TypeAdapter
@@ -18,6 +16,7 @@ from taskcore import metrics
 from taskcore.adapters.mongo import Doc, Store, now_ms
 from taskcore.adapters.rabbit import Publisher
 from taskcore.domain.clock import UtcDatetime, to_ms
+from taskcore.periodic import Periodic
 from taskcore.taskdoc import ExecState
 
 from taskcore_aggregator.parents import WorkflowAdvancer, refresh_parent
@@ -44,22 +43,20 @@ class Watchdog:
         self.workflows = workflows
         self.interval_s = interval_s
         self.stale_ms = int(stale_s * 1000)
-        self._stop = asyncio.Event()
+        self._loop = Periodic("The watchdog's sweep", interval_s)
 
     def stop(self) -> None:
         """Ask ``run_forever`` to return after the sweep in hand."""
-        self._stop.set()
+        self._loop.stop()
 
     async def run_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                closed = await self.sweep()
-                if closed:
-                    log.warning("The watchdog closed %d parents that were left open.", closed)
-            except Exception:
-                log.exception("The watchdog failed a sweep; it will try again.")
-            with contextlib.suppress(TimeoutError):  # the sweep period
-                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+        await self._loop.run(self._sweep_then_wait)
+
+    async def _sweep_then_wait(self) -> float:
+        closed = await self.sweep()
+        if closed:
+            log.warning("The watchdog closed %d parents that were left open.", closed)
+        return self.interval_s
 
     async def sweep(self) -> int:
         """One pass; returns how many parents it closed."""

@@ -13,8 +13,6 @@ so the store keeps serving the hot path; when a pass finds nothing it sleeps
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -25,6 +23,7 @@ from taskcore import metrics
 from taskcore.adapters.mongo import Doc, Store, now_ms
 from taskcore.domain.clock import UtcDatetime, to_ms
 from taskcore.domain.status import TaskStatus
+from taskcore.periodic import Periodic
 from taskcore.retention.policy import RetentionPolicy, TaskRecord, removable_trees
 from taskcore.taskdoc import STATE_FIELDS, ExecState
 
@@ -59,21 +58,18 @@ class RetentionSweeper:
         self.interval_s = interval_s
         self.batch = batch
         self.clock = clock
-        self._stop = asyncio.Event()
+        self._loop = Periodic("The retention sweep", interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
 
     async def run_forever(self) -> None:
-        while not self._stop.is_set():
-            wait = self.interval_s
-            try:
-                if await self.sweep_batch() >= self.batch:
-                    wait = PAUSE_BETWEEN_BATCHES_S  # more to do, after a breath
-            except Exception:
-                log.exception("The retention sweep failed; it will try again.")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+        await self._loop.run(self._sweep_then_wait)
+
+    async def _sweep_then_wait(self) -> float:
+        if await self.sweep_batch() >= self.batch:
+            return PAUSE_BETWEEN_BATCHES_S  # more to do, after a breath
+        return self.interval_s
 
     async def sweep(self) -> int:
         """Remove every expired tree now, batch after batch; how many trees went."""

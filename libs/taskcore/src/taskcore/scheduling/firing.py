@@ -16,14 +16,13 @@ It sleeps until the earliest next due time, at most ``interval_s``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from taskcore import metrics
 from taskcore.adapters.mongo import Store
 from taskcore.adapters.rabbit import Publisher
 from taskcore.domain.clock import to_ms
+from taskcore.periodic import Periodic, seconds_until
 from taskcore.quotas import Grant, QuotaExceeded, QuotaPolicy, Quotas
 from taskcore.scheduling.documents import (
     Schedule,
@@ -60,28 +59,23 @@ class ScheduleFirer:
         self.interval_s = interval_s
         self.misfire_grace_s = misfire_grace_s
         self.stale_firing_ms = int(stale_firing_s * 1000)
-        self._stop = asyncio.Event()
+        self._loop = Periodic("The schedule sweep", interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._loop.stop()
 
     async def run_forever(self) -> None:
         await self.schedules.ensure_indexes()
-        while not self._stop.is_set():
-            wait = self.interval_s
-            try:
-                await self.sweep()
-                wait = await self.until_next()
-            except Exception:
-                log.exception("The schedule sweep failed; it will try again.")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+        await self._loop.run(self._sweep_then_wait)
+
+    async def _sweep_then_wait(self) -> float:
+        await self.sweep()
+        return await self.until_next()
 
     async def until_next(self) -> float:
+        """Seconds to sleep: until the earliest next run, at most one interval."""
         next_ms = await self.schedules.next_due_ms()
-        if next_ms is None:
-            return self.interval_s
-        return min(self.interval_s, max(0.0, (next_ms - self.schedules.clock()) / 1000))
+        return seconds_until(next_ms, self.schedules.clock(), self.interval_s)
 
     async def sweep(self) -> int:
         """Handle every schedule due now; returns how many tasks it created."""
