@@ -86,6 +86,8 @@ STATES: dict[str, Doc] = {
     "with_outbox": document(
         top_outbox={f"{TASK}:1": entry(1).model_dump(mode="json")}, top_outbox_at_ms=NOW - 60_000
     ),
+    # Every entry folded and cleared; the clock is left for the relay or the aggregator.
+    "drained": document(top_outbox_at_ms=NOW - 60_000),
     "folded_twice": document(top_fold_rev=2),
     # Delayed tasks whose first dispatch waits in the store.
     "due": document(due_ms=NOW - 1),
@@ -184,6 +186,7 @@ OPERATIONS: list[Case] = [
     Case("forget due", lambda: ops.forget_due([TASK], NOW)),
     Case("claim stale outbox", lambda: ops.claim_stale_outbox(TASK, NOW - 60_000, NOW)),
     Case("forget drained", lambda: ops.forget_drained([TASK], NOW)),
+    Case("forget if drained", lambda: ops.forget_if_drained(TASK)),
     Case("mark for recount", lambda: ops.mark_for_recount([TASK], NOW)),
     Case(
         "store counts unmarked",

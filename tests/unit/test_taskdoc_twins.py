@@ -62,7 +62,8 @@ APPLIES: dict[str, set[str]] = {
     "forget due": {"sent_after_due"},
     "add to outbox": set(STATES),
     "claim stale outbox": {"with_outbox"},
-    "forget drained": {"with_outbox"},
+    "forget drained": {"with_outbox"},  # the relay checks the outbox is empty first
+    "forget if drained": {"drained"},  # checks it itself: never a document with an entry
     "mark for recount": set(STATES),
     "store counts unmarked": set(STATES),
     "settle counts": set(),
@@ -74,8 +75,11 @@ APPLIES: dict[str, set[str]] = {
     "projection write (rev 2)": {"folded_twice"},
 }
 # The delayed states behave as the states they are beside: a task waiting for its time is
-# queued (with or without a sweep's lease), one sent and claimed is running.
+# queued (with or without a sweep's lease), one sent and claimed is running. A drained
+# outbox is a queued task with an outbox clock, like one with an entry.
 for _applies in APPLIES.values():
+    if "with_outbox" in _applies:
+        _applies.add("drained")
     if "queued" in _applies:
         _applies |= {"due", "due_later", "taken"}
     if "running" in _applies:

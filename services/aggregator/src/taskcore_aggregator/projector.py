@@ -289,14 +289,19 @@ class Projector:
             else:
                 self.clears.done(task_id)
                 self.known.put(task_id, _after_write(doc, plan.after))
+            if plan.after.status.is_terminal:
+                self.clears.finished(task_id)
         return conflicts
 
     async def flush_clears(self, *, everything: bool = False) -> int:
-        """Write the outbox clears left pending longer than their delay (or all of them);
-        returns how many tasks' entries were cleared."""
+        """Write the outbox clears left pending longer than their delay (or all of them),
+        then drop the outbox clock of finished tasks whose outbox is now empty (otherwise
+        every service's relay would read each finished task once more, 15 s later, to
+        find it empty); returns how many tasks' entries were cleared."""
         due = self.clears.due(everything=everything)
         if due:
             await self.store.documents.clear_outboxes(due)
+        await self.store.documents.forget_if_drained(self.clears.take_finished())
         return len(due)
 
 
@@ -340,6 +345,19 @@ class DeferredClears:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self._pending: dict[str, tuple[float, set[str]]] = {}
+        self._finished: set[str] = set()
+
+    def finished(self, task_id: str) -> None:
+        """The task's projection is terminal: once its entries are cleared, its outbox
+        clock can go (``take_finished``)."""
+        self._finished.add(task_id)
+
+    def take_finished(self) -> list[str]:
+        """The finished tasks with no clear pending here, forgotten as they are returned
+        (a task with a pending clear waits for it: its outbox is not empty yet)."""
+        ready = sorted(t for t in self._finished if t not in self._pending)
+        self._finished.difference_update(ready)
+        return ready
 
     def add(self, task_id: str, event_ids: list[str]) -> None:
         if event_ids:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -411,6 +411,14 @@ class TaskDocuments:
         if task_ids:
             op = ops.forget_drained(task_ids, cutoff_ms)
             await self.collection.update_many(op.filter, op.update)
+
+    async def forget_if_drained(self, task_ids: Iterable[str]) -> None:
+        """Drop the outbox clock of those documents whose outbox is empty now."""
+        writes = [ops.forget_if_drained(task_id) for task_id in task_ids]
+        if writes:
+            await self.collection.bulk_write(
+                [UpdateOne(w.filter, w.update) for w in writes], ordered=False
+            )
 
     async def claim_stale_outbox(self, task_id: str, seen_at_ms: int) -> bool:
         return await self.apply(ops.claim_stale_outbox(task_id, seen_at_ms, self.clock()))

@@ -37,8 +37,23 @@ def get_path(doc: Doc, path: str) -> Any:
 
 
 def matches(filter_: Doc, doc: Doc) -> bool:
-    """Whether ``doc`` matches a filter of equalities and ``$lt $lte $gt $gte $in $exists``."""
-    return all(_matches_field(get_path(doc, path), cond) for path, cond in filter_.items())
+    """Whether ``doc`` matches a filter of equalities and ``$lt $lte $gt $gte $in $exists``,
+    and an ``$expr`` comparing one field with a literal."""
+    return all(
+        _expression(cond, doc) if path == "$expr" else _matches_field(get_path(doc, path), cond)
+        for path, cond in filter_.items()
+    )
+
+
+def _expression(expr: Any, doc: Doc) -> bool:
+    """``{"$eq": ["$path", {"$literal": value}]}``: the one aggregation expression the
+    protocol uses (it compares a whole embedded document, which a plain filter on the
+    stand-in cannot)."""
+    match expr:
+        case {"$eq": [str(path), {"$literal": literal}]} if path.startswith("$"):
+            value = get_path(doc, path[1:])
+            return value is not _MISSING and _equal(value, literal)
+    raise UnsupportedOperator(f"$expr {expr!r}")
 
 
 def _matches_field(value: Any, cond: Any) -> bool:

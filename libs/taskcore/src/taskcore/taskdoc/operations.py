@@ -557,6 +557,25 @@ def forget_drained(task_ids: list[str], cutoff_ms: int) -> Op:
     )
 
 
+def forget_if_drained(task_id: str) -> Op:
+    """Drop the outbox clock of a document whose outbox is empty now, so no relay reads it
+    again. Safe at any moment: a writer adds an entry and moves the clock in one update,
+    so a document with an entry never matches. The aggregator sends it for tasks it has
+    just finished folding, sparing each relay a read and a write per task later.
+
+    ``$expr`` equality, not ``{outbox: {}}``: both mean "exactly empty" to MongoDB, but
+    the nx-27017 stand-in matches ``{outbox: {}}`` against any outbox, even a missing one
+    (the contract suite's "drained" and "with outbox" states tell the two apart)."""
+    return Op(
+        {
+            "_id": task_id,
+            f.OUTBOX_AT: {"$exists": True},
+            "$expr": {"$eq": [f"${f.OUTBOX}", {"$literal": {}}]},
+        },
+        {"$unset": {f.OUTBOX_AT: ""}},
+    )
+
+
 def claim_stale_outbox(task_id: str, seen_at_ms: int, now_ms: int) -> Op:
     """Move a stale outbox's clock forward before re-sending it, only if nobody else did:
     of the relays of every service and replica, one sends, once per period."""
