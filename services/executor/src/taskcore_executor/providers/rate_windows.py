@@ -17,6 +17,10 @@ from pymongo.errors import DuplicateKeyError
 
 Doc = dict[str, Any]
 
+# A window is kept this long after it ends: long enough to read what the last minute
+# counted (an operator, a test), short enough that each provider keeps only a few.
+KEPT_AFTER_END_S = 60.0
+
 
 def per_window(per_minute: int, window_s: float) -> int:
     """A per-minute limit scaled to a window of ``window_s`` seconds (at least 1)."""
@@ -60,7 +64,7 @@ class RateWindows:
                     "count": 1,
                     "tokens": tokens,
                     # Inserted, never $set, so the stand-in keeps it a datetime for the TTL.
-                    "expires_at": datetime.fromtimestamp(window_end + self.window_s, UTC),
+                    "expires_at": datetime.fromtimestamp(window_end + KEPT_AFTER_END_S, UTC),
                 }
             )
             return True
