@@ -13,7 +13,12 @@ from pydantic import ValidationError
 from taskcore.domain.usage import Prices
 from taskcore.plugin import NonRetryableError, NoSpend, SubtaskSpec
 from taskcore_executor.providers.base import ChatRequest, ChatResponse, TokenUsage
-from taskcore_executor.providers.offline import OfflineProvider, example_of
+from taskcore_executor.providers.offline import (
+    EXAMPLE_CHARS,
+    EXAMPLE_NODES,
+    OfflineProvider,
+    example_of,
+)
 from taskcore_executor.providers.router import ProviderRouter
 from taskcore_executor.tasktypes.llm_generic import (
     MAX_REPAIRS,
@@ -187,3 +192,17 @@ def test_a_chat_needs_a_message_with_a_known_role() -> None:
         ChatParams.model_validate({"messages": []})
     with pytest.raises(ValidationError):
         ChatParams.model_validate({"messages": [{"role": "tool", "content": json.dumps({})}]})
+
+
+def test_an_example_costs_a_bounded_amount_whatever_the_schema_asks() -> None:
+    # 100 x 100 strings of 1,000 characters each: 10 MB from a 100-byte schema (a few
+    # levels more and it is terabytes).
+    schema: dict[str, Any] = {"type": "string", "minLength": 1000}
+    for _ in range(2):
+        schema = {"type": "array", "minItems": 100, "items": schema}
+
+    example = example_of(schema, "some words")
+
+    # Past the allowance the rest is null or shorter, which the repair loop reports.
+    assert len(example[0][0]) == 1000
+    assert len(json.dumps(example)) <= EXAMPLE_CHARS + 20 * EXAMPLE_NODES  # 10 MB unbounded

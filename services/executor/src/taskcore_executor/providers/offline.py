@@ -12,7 +12,9 @@ whitespace-separated words.
 from __future__ import annotations
 
 import json
+import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from taskcore_executor.providers.base import ChatRequest, ChatResponse, TokenUsage
@@ -60,13 +62,31 @@ def templated_scene(inputs: dict[str, Any]) -> dict[str, str]:
     return {"title": str(title), "scene": scene}
 
 
-def example_of(schema: Any, text: str = "", depth: int = 0) -> Any:
+# What one example may cost, whatever the schema asks: the schema is the user's, and
+# nested minItems multiply (20 levels of 100 items is 100^20 values).
+EXAMPLE_NODES = 10_000
+EXAMPLE_CHARS = 100_000
+
+
+@dataclass
+class _Allowance:
+    nodes: int = EXAMPLE_NODES
+    chars: int = EXAMPLE_CHARS
+
+
+def example_of(
+    schema: Any, text: str = "", depth: int = 0, allowance: _Allowance | None = None
+) -> Any:
     """A simple value ``schema`` admits, its strings taken from ``text``: the first
     ``const``/``enum``/``default``, every required property (every property when none is
     required), the fewest items allowed. ``$ref`` is not followed (the repair loop then
-    reports what is wrong, as it would for a real model)."""
-    if not isinstance(schema, dict) or depth > 20:
+    reports what is wrong, as it would for a real model). Bounded: past
+    ``EXAMPLE_NODES`` values or ``EXAMPLE_CHARS`` characters the rest is left out (null,
+    or shorter), which the repair loop reports like any other wrong answer."""
+    allowance = _Allowance() if allowance is None else allowance
+    if not isinstance(schema, dict) or depth > 20 or allowance.nodes <= 0:
         return None
+    allowance.nodes -= 1
     for key in ("const", "default"):
         if key in schema:
             return schema[key]
@@ -74,17 +94,18 @@ def example_of(schema: Any, text: str = "", depth: int = 0) -> Any:
         return schema["enum"][0]
     for key in ("anyOf", "oneOf", "allOf"):
         if schema.get(key):
-            return example_of(schema[key][0], text, depth + 1)
+            return example_of(schema[key][0], text, depth + 1, allowance)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or (kind is None and "properties" in schema):
         properties = schema.get("properties") or {}
         wanted = schema.get("required") or list(properties)
-        return {k: example_of(properties.get(k, {}), text, depth + 1) for k in wanted}
+        return {k: example_of(properties.get(k, {}), text, depth + 1, allowance) for k in wanted}
     if kind == "array":
-        count = min(100, int(_number(schema.get("minItems"))))
-        return [example_of(schema.get("items", {}), text, depth + 1) for _ in range(count)]
+        count = min(100, allowance.nodes, int(_number(schema.get("minItems"))))
+        items = schema.get("items", {})
+        return [example_of(items, text, depth + 1, allowance) for _ in range(count)]
     if kind in ("integer", "number"):
         value = max(0, _number(schema.get("minimum")))
         if "exclusiveMinimum" in schema:
@@ -95,13 +116,15 @@ def example_of(schema: Any, text: str = "", depth: int = 0) -> Any:
     if kind == "string":
         words = " ".join(text.split()[:12]) or "text"
         words = words[: int(_number(schema.get("maxLength"), len(words)))]
-        return words.ljust(int(_number(schema.get("minLength"))), ".")
+        string = words.ljust(min(allowance.chars, int(_number(schema.get("minLength")))), ".")
+        allowance.chars -= len(string)
+        return string
     return None
 
 
 def _number(value: Any, default: float = 0) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if ok else default
+    return float(value) if ok and math.isfinite(value) else default
 
 
 class OfflineProvider:
