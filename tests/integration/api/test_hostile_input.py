@@ -172,6 +172,32 @@ async def test_dates_at_the_edges_of_the_calendar_are_answered(
     assert response.status_code == 200, response.text
 
 
+BEFORE_YEAR_ONE_IN_UTC = "0001-01-01T00:00:00+01:00"  # valid RFC 3339; 0000-12-31 in UTC
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_args", "field"),
+    [
+        (
+            "POST",
+            "/v1/tasks",
+            {"json": {"task_type": "diag.noop", "run_at": BEFORE_YEAR_ONE_IN_UTC}},
+            "run_at",
+        ),
+        ("GET", "/v1/usage", {"params": {"from": BEFORE_YEAR_ONE_IN_UTC}}, "query.from"),
+    ],
+)
+async def test_a_time_before_year_one_in_utc_is_a_422_naming_its_field(
+    api: RunningApi, method: str, path: str, request_args: dict[str, Any], field: str
+) -> None:
+    async with api.client(ALICE) as c:
+        response = await c.request(method, path, **request_args)
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["error"]["details"]
+    assert detail["field"] == field
+    assert "UTC" in detail["reason"]
+
+
 async def test_a_huge_last_event_id_is_a_422(api: RunningApi) -> None:
     async with api.client(ALICE) as c:
         task = (await c.post("/v1/tasks", json={"task_type": "diag.noop"})).json()

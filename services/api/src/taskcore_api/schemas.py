@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -50,6 +51,22 @@ Labels = Annotated[
 TeamId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEAM_ID)]
 
 
+def _within_utc_range(value: datetime) -> datetime:
+    # 0001-01-01T00:00:00+01:00 is a valid RFC 3339 time whose UTC equivalent is before
+    # year 1, which Python's datetime cannot hold: converting it would raise (a 500).
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range once converted to UTC") from None
+    return value
+
+
+# A time from a client: one that can be converted to UTC (every comparison does).
+ClientTime = Annotated[datetime, AfterValidator(_within_utc_range)]
+ClientAwareTime = Annotated[AwareDatetime, AfterValidator(_within_utc_range)]
+
+
 class TaskSubmission(BaseModel):
     """One task to run. ``parameters`` must validate against the type's parameter schema
     (``GET /v1/task-types``)."""
@@ -76,7 +93,7 @@ class TaskSubmission(BaseModel):
         description="Share the task with this team (one of yours; else 403): every member "
         "sees and may cancel it, and its subtasks inherit it.",
     )
-    run_at: AwareDatetime | None = Field(
+    run_at: ClientAwareTime | None = Field(
         default=None,
         description="Start no earlier than this (RFC 3339 with an offset; at most 30 days "
         "ahead). The task is QUEUED with `scheduled_for` until then, and may start up to "

@@ -8,10 +8,11 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from taskcore.adapters.mongo import Doc
 
 from taskcore_api.deadletters.records import RecordState
+from taskcore_api.schemas import ClientAwareTime
 
 StateFilter = Literal["pending", "replaying", "replayed", "discarded", "active", "all"]
 
@@ -35,8 +36,8 @@ class DeadLetterFilter(BaseModel):
     reason: str | None = Field(default=None, max_length=100)
     user_id: str | None = Field(default=None, max_length=200)
     task_id: str | None = Field(default=None, max_length=200)
-    since: AwareDatetime | None = Field(default=None, description="dead-lettered at or after")
-    until: AwareDatetime | None = Field(default=None, description="dead-lettered before")
+    since: ClientAwareTime | None = Field(default=None, description="dead-lettered at or after")
+    until: ClientAwareTime | None = Field(default=None, description="dead-lettered before")
     error_contains: str | None = Field(
         default=None, max_length=500, description="text in the error (case-insensitive)"
     )

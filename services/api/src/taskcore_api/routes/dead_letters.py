@@ -11,7 +11,7 @@ import json
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError
 from taskcore.submission import request_hash
 from taskcore.taskdoc import ExecState
 
@@ -41,6 +41,7 @@ from taskcore_api.deadletters.views import (
 from taskcore_api.deadletters.worker import actions_for, run_job_soon
 from taskcore_api.deps import Deps, get_deps
 from taskcore_api.errors import ApiError, ErrorResponse
+from taskcore_api.schemas import ClientAwareTime
 
 router = APIRouter(
     prefix="/v1/dead-letters",
@@ -121,8 +122,8 @@ async def list_dead_letters(
     reason: Annotated[str | None, Query(max_length=100)] = None,
     user_id: Annotated[str | None, Query(max_length=200)] = None,
     task_id: Annotated[str | None, Query(max_length=200)] = None,
-    since: Annotated[AwareDatetime | None, Query(description="dead-lettered at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="dead-lettered before")] = None,
+    since: Annotated[ClientAwareTime | None, Query(description="dead-lettered at or after")] = None,
+    until: Annotated[ClientAwareTime | None, Query(description="dead-lettered before")] = None,
     error_contains: Annotated[
         str | None, Query(max_length=500, description="text in the error (case-insensitive)")
     ] = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -12,6 +11,7 @@ from taskcore_api.deps import Deps, get_deps
 from taskcore_api.errors import errors
 from taskcore_api.handlers import spend
 from taskcore_api.handlers.spend import ProviderList, QuotaView, UsageReport
+from taskcore_api.schemas import ClientTime
 
 router = APIRouter(prefix="/v1", tags=["usage"], responses=errors(401, 503))
 
@@ -33,8 +33,8 @@ router = APIRouter(prefix="/v1", tags=["usage"], responses=errors(401, 503))
 async def get_usage(
     principal: Principal = Depends(authenticate),
     deps: Deps = Depends(get_deps),
-    start: Annotated[datetime | None, Query(alias="from", description="Inclusive.")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="Exclusive.")] = None,
+    start: Annotated[ClientTime | None, Query(alias="from", description="Inclusive.")] = None,
+    end: Annotated[ClientTime | None, Query(alias="to", description="Exclusive.")] = None,
     group_by: Annotated[
         list[str] | None,
         Query(max_length=10, description="user, team, task_type, provider, day"),
