@@ -233,7 +233,7 @@ DELAYED_DISPATCHED = Counter(
 SCHEDULE_RUNS = Counter(
     "taskcore_schedule_runs_total",
     "Due times of schedules, by what became of them "
-    "(created, skipped_overlap, missed, over_quota).",
+    "(created, skipped_overlap, missed, over_quota, refused).",
     ["outcome"],
 )
 TASK_TIMEOUTS = Counter(

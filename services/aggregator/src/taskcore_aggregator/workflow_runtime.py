@@ -140,11 +140,17 @@ class WorkflowRuntime:
     # ---- carrying orders out -------------------------------------------------------
 
     async def _carry_out(self, workflow: Task, plan: WorkflowPlan, command: Command) -> Fact:
-        if isinstance(command, StartStep):
-            task_id = await self._start(workflow, command.step_id, self._step_task(command))
-            return effect(command, [task_id])
-        if isinstance(command, StartForEach):
-            task_id = await self._start(workflow, command.step_id, self._container(plan, command))
+        if isinstance(command, StartStep | StartForEach):
+            task = (
+                self._step_task(command)
+                if isinstance(command, StartStep)
+                else self._container(plan, command)
+            )
+            task_id, refused = await self._start(workflow, command.step_id, task)
+            if refused is not None:  # the store will refuse it every time: the step fails
+                return await self._carry_out(workflow, plan, FailStep(command.step_id, refused))
+            if isinstance(command, StartStep):
+                return effect(command, [task_id])
             # The container is the step's one task: its result is the elements' list.
             return StepStarted(command.step_id, task_id)
         if isinstance(command, CancelStep):
@@ -188,7 +194,10 @@ class WorkflowRuntime:
             "failure_threshold": None,
         }
 
-    async def _start(self, workflow: Task, step_id: str, task: dict[str, Any]) -> str:
+    async def _start(
+        self, workflow: Task, step_id: str, task: dict[str, Any]
+    ) -> tuple[str, TaskError | None]:
+        """Create the step's task; its id, and the error if the store refused it."""
         task_id = step_task_id(workflow.id, step_id)
         priority = task.pop("priority")
         new = NewTask(
@@ -203,9 +212,19 @@ class WorkflowRuntime:
             **task,
         )
         [submitted] = await submit_tasks(self.store, self.publisher, [new])
+        if submitted.failed is not None:
+            # The reason is the store's own words: logged, not shown to the user.
+            log.error(
+                "The store refused step %s of workflow %s: %s",
+                step_id,
+                workflow.id,
+                submitted.failed,
+            )
+            message = "the store refused the step's task (its parameters may be too large)"
+            return task_id, TaskError(type="ValidationError", message=message)
         if submitted.created:
             log.info("Workflow %s started step %s (task %s).", workflow.id, step_id, task_id)
-        return task_id
+        return task_id, None
 
     async def _record_failure(self, workflow: Task, command: FailStep) -> None:
         data = {"step_id": command.step_id, "error": command.error.model_dump(mode="json")}

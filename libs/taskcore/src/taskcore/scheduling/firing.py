@@ -137,7 +137,11 @@ class ScheduleFirer:
         return doc is not None and not ExecState.of(doc).finished
 
     async def _create(self, schedule: Schedule, due_ms: int) -> None:
-        await submit_tasks(self.store, self.publisher, [schedule.new_task(due_ms)])
+        [run] = await submit_tasks(self.store, self.publisher, [schedule.new_task(due_ms)])
+        if run.failed is not None:
+            # The store refuses the same document every time: trying again cannot help.
+            metrics.SCHEDULE_RUNS.labels("refused").inc()
+            log.error("The store refused schedule %s's run: %s", schedule.id, run.failed)
         await self.schedules.settle_firing(schedule.id, due_ms)
 
     async def _recover(self, older_than_ms: int) -> int:
