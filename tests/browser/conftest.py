@@ -216,9 +216,8 @@ Handler = Callable[[Request], Any]
 class ContractApi:
     """Serves the console's files from the package and answers ``/v1`` calls from
     handlers a test registers (``api.on("GET", "/v1/schedules", lambda request: {...})``),
-    inside the browser (Playwright routing). For pages whose server routes are still
-    being built (schedules, usage, workflows): the page is checked against the
-    contract's documented shapes now, and against the real routes in test_console.py.
+    inside the browser (Playwright routing), for page states a real server reaches only
+    slowly or by chance; test_console.py opens the same pages on the real routes.
     Every call is recorded, with the Authorization header it carried."""
 
     def __init__(self) -> None:

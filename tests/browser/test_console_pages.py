@@ -1,10 +1,10 @@
 """Console pages checked against the contract's documented shapes, in headless Chromium.
 
 No server runs here: ``ContractApi`` serves the console's files and answers the ``/v1``
-calls inside the browser. This covers what the real routes cannot show yet (schedules,
-usage, quotas, workflow graphs and labels are being built in other branches) and the
-pure parts of the page (graph layout, the event-stream parser). test_console.py runs
-the same pages on the real services.
+calls inside the browser. This covers states a real server reaches only slowly or by
+chance (a schedule list to pause and resume, spend against budgets, a workflow mid-run,
+paged label filters, JWT claims) and the pure parts of the page (graph layout, the
+event-stream parser). test_console.py opens the same pages on the real services.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def test_an_eventsource_on_another_origin_follows_a_task_to_its_end_with_a_strea
     browser: Browser, cors_stack: Stack, other_origin: str
 ) -> None:
     with ApiClient(cors_stack.api.url, USER_KEY) as api:
-        task = api.submit("diag.sleep", {"seconds": 1})
+        task = api.submit("diag.sleep", {"seconds": 3})  # still running when the page opens
         token = api.call("POST", f"/v1/tasks/{task['id']}/stream-token").expect(200)["token"]
     page = browser.new_page()
     try:
@@ -116,7 +116,7 @@ def test_without_the_token_the_page_gets_no_stream(
     browser: Browser, cors_stack: Stack, other_origin: str
 ) -> None:
     with ApiClient(cors_stack.api.url, USER_KEY) as api:
-        task = api.submit("diag.sleep", {"seconds": 1})
+        task = api.submit("diag.sleep", {"seconds": 3})  # still running when the page opens
     page = browser.new_page()
     try:
         page.goto(f"{other_origin}/follow.html?api={cors_stack.api.url}&task={task['id']}&token=x")

@@ -58,7 +58,8 @@ async def test_a_browser_follows_a_task_to_its_end_with_a_stream_token(
     module_stack: Stack,
 ) -> None:
     async with client(module_stack) as user, client(module_stack, key=None) as browser:
-        task = await submit(user, task_type="diag.sleep", parameters={"seconds": 0.5})
+        # long enough to be running when the stream opens (a finished task sends only its state)
+        task = await submit(user, task_type="diag.sleep", parameters={"seconds": 3})
         issued = (await user.post(f"/v1/tasks/{task['id']}/stream-token")).json()
         # what EventSource sends: no Authorization header, the token in the URL
         events = await follow(
