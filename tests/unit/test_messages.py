@@ -286,6 +286,22 @@ def test_an_empty_api_keys_variable_means_no_keys(env: pytest.MonkeyPatch) -> No
     assert Settings().api_keys == {}
 
 
+def test_a_refused_api_key_entry_is_named_by_position_never_by_its_secret(
+    env: pytest.MonkeyPatch,
+) -> None:
+    secret = "sk-live-0123456789"
+    env.setenv(
+        "TASKCORE_API_KEYS",
+        json.dumps({"k-alice": {"user_id": "alice"}, secret: {"user_id": ""}}),
+    )
+
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+
+    assert "entry 2, user_id" in str(refused.value)
+    assert secret not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     "value",
     ['{"k": {"user_id": "alice", "role": "root"}}', "not json", '["k"]'],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taskcore.usage.budgets import BudgetsConfig
@@ -21,8 +21,15 @@ class ApiKey(BaseModel):
     teams: list[str] = Field(default_factory=list)
 
 
+_API_KEYS: TypeAdapter[dict[str, ApiKey]] = TypeAdapter(dict[str, ApiKey])
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TASKCORE_", extra="ignore")
+    # hide_input_in_errors: a refused value may be a secret (an API key, a URL with a
+    # password); an error names the setting and the reason, never the value.
+    model_config = SettingsConfigDict(
+        env_prefix="TASKCORE_", extra="ignore", hide_input_in_errors=True
+    )
 
     rabbitmq_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
@@ -161,7 +168,19 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_api_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
+            value = json.loads(value) if value.strip() else {}
+        try:
+            return _API_KEYS.validate_python(value)
+        except ValidationError as exc:
+            # An entry's key is a secret, and pydantic's location would name it: say
+            # which entry by its position instead.
+            first = exc.errors()[0]
+            keys = list(value) if isinstance(value, dict) else []
+            loc = first["loc"]
+            entry = keys.index(loc[0]) + 1 if loc and loc[0] in keys else None
+            where = ".".join(str(p) for p in loc[1:])
+            at = f"entry {entry}" + (f", {where}" if where else "") if entry else "the top level"
+            raise ValueError(f"{at}: {first['msg']}") from None
         return value
 
     @field_validator("budgets", mode="before")
