@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from taskcore.testing import wait_for_async
 
-from tests.integration.api.support import ALICE, BOB, RunningApi, StartApi, auth, sse_events
+from tests.integration.api.support import (
+    ALICE,
+    BOB,
+    ROOT,
+    RunningApi,
+    StartApi,
+    auth,
+    sse_events,
+)
 
 
 def cursor_of(position: dict[str, Any]) -> str:
@@ -196,6 +204,21 @@ async def test_a_time_before_year_one_in_utc_is_a_422_naming_its_field(
     [detail] = response.json()["error"]["details"]
     assert detail["field"] == field
     assert "UTC" in detail["reason"]
+
+
+@pytest.mark.parametrize("team_id", ['"\\ud800"', json.dumps("t" * 201), "7"])
+async def test_a_workflows_unusable_team_id_is_a_422_naming_it(
+    api: RunningApi, team_id: str
+) -> None:
+    # As sent on the wire: a lone surrogate is valid JSON, and no str can be encoded as it.
+    workflow = f'{{"steps": [{{"id": "a", "task_type": "diag.noop"}}], "team_id": {team_id}}}'
+    async with api.client(ROOT) as c:  # an admin may name any team: only the value is wrong
+        response = await c.post(
+            "/v1/workflows", content=workflow, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 422, response.text
+    fields = [d["field"] for d in response.json()["error"]["details"]]
+    assert any("team_id" in f for f in fields), fields
 
 
 async def test_a_huge_last_event_id_is_a_422(api: RunningApi) -> None:

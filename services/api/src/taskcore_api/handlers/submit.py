@@ -250,7 +250,7 @@ async def _submit(
         metrics.SUBMISSIONS_REJECTED.labels("invalid").inc()
         raise
     with deps.live.follow(new.task_id) as follower:
-        accepted = await _store_or_find(deps, principal, new, idempotency_key is not None)
+        accepted = await store_or_find(deps, principal, new, keyed=idempotency_key is not None)
         if wait_s and not accepted.finished:
             await wait_until_terminal(deps, follower, min(wait_s, MAX_WAIT_SECONDS))
             # One read, finished or not: the task as it stands.
@@ -258,13 +258,17 @@ async def _submit(
     return accepted
 
 
-async def _store_or_find(deps: Deps, principal: Principal, new: NewTask, keyed: bool) -> Accepted:
+async def store_or_find(
+    deps: Deps, principal: Principal, new: NewTask, *, keyed: bool, also_counted: int = 0
+) -> Accepted:
+    """Store a new task, or answer a retried submission (``keyed``: an idempotency key)
+    with the task it made; ``also_counted`` as for ``create``."""
     if keyed:
         # A retried submission is answered without counting against the quota.
         old = (await existing_docs(deps, [new.task_id])).get(new.task_id)
         if old is not None:
             return replay_of(old, new)
-    [result] = await create(deps, principal, [new])
+    [result] = await create(deps, principal, [new], also_counted=also_counted)
     if result.failed:
         raise not_stored()
     if result.conflict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from taskcore.domain.ids import idempotent_task_id
 from taskcore.domain.task import Tier
 from taskcore.registry import TaskTypeRegistry
@@ -31,15 +32,10 @@ from taskcore_api import authz, storable
 from taskcore_api.auth import Principal
 from taskcore_api.deps import Deps
 from taskcore_api.errors import ApiError
-from taskcore_api.handlers.submit import (
-    Accepted,
-    conflict,
-    create,
-    existing_docs,
-    not_stored,
-    replay_of,
-)
-from taskcore_api.schemas import TaskView
+from taskcore_api.handlers.submit import Accepted, store_or_find
+from taskcore_api.schemas import TeamId
+
+_TEAM_ID: TypeAdapter[str] = TypeAdapter(TeamId)
 
 
 def step_check(registry: TaskTypeRegistry) -> Any:
@@ -57,19 +53,23 @@ def prepare(
     deps: Deps, principal: Principal, body: dict[str, Any], idempotency_key: str | None
 ) -> tuple[NewTask, int]:
     """The workflow's task and how many tasks its steps will be at least; or a 4xx."""
-    body = dict(body)
-    team_id = body.pop("team_id", None)
-    if team_id is not None and not isinstance(team_id, str):
-        raise ApiError(
-            422,
-            "invalid_workflow",
-            "The workflow is not valid.",
-            [{"field": "team_id", "reason": "must be a string"}],
-        )
-    authz.require_team(principal, team_id)
-    unstorable = storable.problems(body, "body")
+    unstorable = storable.problems(body, "body")  # team_id too: a lone surrogate is a 422
     if unstorable:
         raise ApiError(422, "invalid_workflow", "The workflow cannot be stored.", unstorable)
+    body = dict(body)
+    team_id = body.pop("team_id", None)
+    if team_id is not None:
+        try:
+            team_id = _TEAM_ID.validate_python(team_id)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"]
+            raise ApiError(
+                422,
+                "invalid_workflow",
+                "The workflow is not valid.",
+                [{"field": "team_id", "reason": reason}],
+            ) from None
+    authz.require_team(principal, team_id)
     try:
         submission = parse_submission(body, step_check(deps.registry))
     except InvalidWorkflow as exc:
@@ -99,14 +99,6 @@ async def submit_workflow(
     deps: Deps, principal: Principal, body: dict[str, Any], idempotency_key: str | None
 ) -> Accepted:
     new, steps = prepare(deps, principal, body, idempotency_key)
-    if idempotency_key:
-        old = (await existing_docs(deps, [new.task_id])).get(new.task_id)
-        if old is not None:
-            return replay_of(old, new)
-    [result] = await create(deps, principal, [new], also_counted=steps)
-    if result.failed:
-        raise not_stored()
-    if result.conflict:
-        raise conflict()
-    accepted = Accepted(TaskView.of(result.task), replayed=not result.created)
+    keyed = idempotency_key is not None
+    accepted = await store_or_find(deps, principal, new, keyed=keyed, also_counted=steps)
     return replace(accepted, task=authz.shown_task(principal, accepted.task))
