@@ -51,17 +51,21 @@ class SubtaskGuard:
             for spent in await self.budgets.exhausted(new.user_id, new.tier):
                 metrics.BUDGET_REFUSALS.labels(new.tier, spent.limit.name, "subtasks").inc()
                 raise budget_exceeded(spent.limit, spent.used, spent.resets_at, 0)
-        limit = self.limits.max_descendants
-        if not await self.store.documents.reserve_descendants(root_id, fresh, limit):
-            raise TreeLimitExceeded(
-                f"{fresh} more tasks would pass TASKCORE_MAX_DESCENDANTS ({limit}) under "
-                f"root {root_id}"
-            )
+        # Quota first: a parent told to wait for its quota comes back for the same
+        # children, and a reservation taken before the wait would count them twice.
         try:
-            return await self.quotas.take(new.user_id, new.tier, fresh)
+            grant = await self.quotas.take(new.user_id, new.tier, fresh)
         except QuotaExceeded as exc:
             raise RateLimitedError(
                 f"creating {fresh} subtasks would pass {new.user_id}'s {exc.window.name} "
                 f"quota of {exc.window.limit}",
                 retry_after=exc.retry_after_s,
             ) from exc
+        limit = self.limits.max_descendants
+        if not await self.store.documents.reserve_descendants(root_id, fresh, limit):
+            await self.quotas.give_back(grant)
+            raise TreeLimitExceeded(
+                f"{fresh} more tasks would pass TASKCORE_MAX_DESCENDANTS ({limit}) under "
+                f"root {root_id}"
+            )
+        return grant
