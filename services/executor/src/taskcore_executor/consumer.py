@@ -179,7 +179,8 @@ class Executor:
             return
         fair = self._fair[msg.tier]
         try:
-            if not await fair.admit(msg.user_id):
+            started = await fair.admit(msg.user_id)
+            if started is None:
                 await self.attempts.redeliver_later(
                     message, msg, self.settings.fair_share_defer_seconds
                 )
@@ -190,7 +191,7 @@ class Executor:
                         raise SlotsClosed
                     await self.attempts.process(message, msg)
             finally:
-                fair.release(msg.user_id)
+                fair.release(msg.user_id, started)
         except SlotsClosed:
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)  # never claimed: another executor takes it

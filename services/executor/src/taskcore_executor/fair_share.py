@@ -32,22 +32,26 @@ class FairShare:
     def holding(self, user: str) -> int:
         return len(self._started.get(user, ()))
 
-    async def admit(self, user: str) -> bool:
-        """Wait until ``user`` is within its share; False if it should hand its message
-        back instead (at its share with tasks running longer than ``long_s``)."""
+    async def admit(self, user: str) -> float | None:
+        """Wait until ``user`` is within its share; the task's start, to hand to
+        ``release``, or None if it should hand its message back instead (at its share
+        with tasks running longer than ``long_s``)."""
         while self.holding(user) >= self.cap:
             if time.monotonic() - min(self._started[user]) > self.long_s:
-                return False
+                return None
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), max(0.05, self.long_s / 4))
-        self._started[user].append(time.monotonic())
-        return True
+        started = time.monotonic()
+        self._started[user].append(started)
+        return started
 
-    def release(self, user: str) -> None:
-        started = self._started.get(user)
-        if started:
-            started.pop(0)
-            if not started:
+    def release(self, user: str, started: float) -> None:
+        """The task admitted at ``started`` ended (its own start goes, not the oldest: a
+        short task ending must not make a long one look new)."""
+        running = self._started.get(user)
+        if running and started in running:
+            running.remove(started)
+            if not running:
                 del self._started[user]
         self._changed.set()
