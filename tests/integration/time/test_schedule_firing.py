@@ -129,3 +129,19 @@ async def test_a_run_of_an_owner_over_quota_creates_no_task(
         ).sweep()
     [only] = await tasks_of(store, schedule_id)
     assert only["scheduled_for"] == START + timedelta(seconds=3)
+
+
+async def test_a_pending_run_is_not_overwritten_by_the_next_due_time(
+    store: Store, publisher: Publisher
+) -> None:
+    schedule_id = await new_schedule(store)
+    schedules = ScheduleDocuments(store.db["schedules"], lambda: to_ms(START))
+    due_ms = to_ms(START + timedelta(seconds=3))
+    # A sweep decides the run at 3 s, then dies before creating it
+    task_id = schedule_task_id(schedule_id, due_ms)
+    assert await schedules.advance(schedule_id, due_ms, due_ms + 3000, (due_ms, task_id))
+    # The next due time comes while that run is pending (not yet old enough to recover)
+    await firer(store, publisher, START + timedelta(seconds=6.2)).sweep()
+    # Then the pending run is created all the same
+    await firer(store, publisher, START + timedelta(seconds=11)).sweep()
+    assert task_id in [t["_id"] for t in await tasks_of(store, schedule_id)]

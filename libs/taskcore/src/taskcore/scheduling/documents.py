@@ -206,7 +206,9 @@ class ScheduleDocuments:
         run: tuple[int, str] | None,
     ) -> bool:
         """Move past the due time read (``seen_next_ms``), recording the run decided on
-        (due ms, task id) if any; False when another replica (or a pause) came first."""
+        (due ms, task id) if any; False when another replica (or a pause) came first, or
+        a run decided before is not confirmed created yet (it is not overwritten: the
+        sweep creates it first, ``stale_firings``)."""
         now = self.clock()
         fields: Doc = {"next_run_ms": next_run_ms, "updated_ms": now}
         if run is not None:
@@ -217,7 +219,12 @@ class ScheduleDocuments:
                 firing={"due_ms": due_ms, "task_id": task_id, "since_ms": now},
             )
         result = await self.collection.update_one(
-            {"_id": schedule_id, "next_run_ms": seen_next_ms, "paused": False},
+            {
+                "_id": schedule_id,
+                "next_run_ms": seen_next_ms,
+                "paused": False,
+                "firing": {"$exists": False},
+            },
             {"$set": fields},
         )
         return result.matched_count == 1
