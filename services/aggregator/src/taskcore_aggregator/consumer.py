@@ -28,6 +28,7 @@ from taskcore.messages.topology import (
     COMMITTED_ROUTING_KEY,
     INTERNAL_EVENTS_EXCHANGE,
 )
+from taskcore.periodic import Periodic
 from taskcore.poison import dead_letter_if_too_large, dead_letter_poison
 from taskcore.registry import load_registry
 from taskcore.settings import Settings
@@ -91,8 +92,10 @@ class Aggregator:
         self._buffered_events = 0
         self._wake = asyncio.Event()
         self._stopping = False
-        self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._clears = Periodic(
+            "Clearing folded outbox entries", max(0.05, self.config.outbox_clear_delay_seconds / 2)
+        )
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
 
@@ -122,10 +125,10 @@ class Aggregator:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._tag)
         self._stopping = True
-        self._stopped.set()
         self._wake.set()
         self.parents.stop()
         self.watchdog.stop()
+        self._clears.stop()
         _, late = await asyncio.wait(self._tasks, timeout=grace_s)
         for task in late:
             task.cancel()
@@ -134,15 +137,14 @@ class Aggregator:
                 await task
 
     async def _clear_outboxes(self) -> None:
-        """Clear the outbox entries no projection write took along (``DeferredClears``)."""
-        period = max(0.05, self.config.outbox_clear_delay_seconds / 2)
-        while not self._stopping:
-            try:
-                await self.projector.flush_clears()
-            except Exception:
-                log.exception("Clearing folded outbox entries failed; it will try again.")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), period)
+        """Clear the outbox entries no projection write took along (``DeferredClears``),
+        and, on the way out, every one still pending."""
+
+        async def flush() -> float:
+            await self.projector.flush_clears()
+            return self._clears.interval_s
+
+        await self._clears.run(flush)
         with contextlib.suppress(Exception):
             await self.projector.flush_clears(everything=True)
 

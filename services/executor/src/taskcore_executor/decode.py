@@ -8,7 +8,7 @@ from taskcore import metrics
 from taskcore.adapters.rabbit import Publisher
 from taskcore.messages import envelope as env
 from taskcore.messages.envelope import TaskMessage
-from taskcore.poison import dead_letter_poison
+from taskcore.poison import dead_letter_poison, too_large
 
 from taskcore_executor.outcomes import DeadReason
 
@@ -43,8 +43,9 @@ def header(message: AbstractIncomingMessage, name: str) -> str | None:
 def decode(message: AbstractIncomingMessage, *, max_bytes: int | None = None) -> TaskMessage:
     """The task message, or ``Malformed`` saying why it cannot be one (over ``max_bytes``:
     refused unread)."""
-    if max_bytes is not None and len(message.body) > max_bytes:
-        raise Malformed(TOO_LARGE, f"the body is {len(message.body)} bytes, more than {max_bytes}")
+    oversized = None if max_bytes is None else too_large(message, max_bytes)
+    if oversized is not None:
+        raise Malformed(TOO_LARGE, str(oversized))
     try:
         msg = TaskMessage.model_validate_json(message.body)
     except ValidationError as exc:

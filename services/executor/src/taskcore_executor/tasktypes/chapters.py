@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from taskcore_executor.providers.offline import count_words
+
 PREAMBLE_WORDS = 50
 MAX_CHAPTER_CHARS = 100_000  # generate_summary takes texts of up to 200,000 characters
 OPENING_TITLE = "Opening"
@@ -64,10 +66,6 @@ class Book:
     title: str | None
     chapters: tuple[Chapter, ...]
     split_by: Literal["headings", "length"]
-
-
-def count_words(text: str) -> int:
-    return len(text.split())
 
 
 def is_heading(line: str) -> bool:

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from taskcore.plugin import NonRetryableError, TaskContext, TaskType
 from taskcore.settings import Settings
 
-from taskcore_executor.tasktypes.chapters import Book, count_words, split_book
+from taskcore_executor.providers.offline import count_words
+from taskcore_executor.tasktypes.chapters import Book, split_book
 
 # A split's result holds the whole text again, and results are bounded
 # (TASKCORE_MAX_RESULT_BYTES, 1 MiB by default): a longer book is imported in volumes.
