@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from taskcore.adapters.mongo import Store
 from taskcore.domain.events import EventType, TaskEvent, event_id_for
+from taskcore.usage import ledger
 from taskcore.usage.ledger import GROUP_FIELDS
 from taskcore_aggregator.projector import Projector
 from taskcore_aggregator.retention import Retention
@@ -235,3 +236,18 @@ async def test_usage_defaults_to_the_current_utc_month(api: RunningApi) -> None:
         response = await bob.get("/v1/usage")
     assert response.status_code == 200
     assert response.json() == {"items": [], "currency": "USD"}
+
+
+async def test_a_report_with_too_many_groups_is_a_422_not_an_unbounded_answer(
+    api: RunningApi, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = 0
+    workload = [(ALICE, False, False, [(p, 1, 1, 1, day) for p in PROVIDERS])]
+    await run_workload(api, store, Ledger(), workload, random.Random(7))
+    monkeypatch.setattr(ledger, "MAX_GROUPS", len(PROVIDERS) - 1)
+
+    async with api.client(ROOT) as root:
+        response = await root.get("/v1/usage", params={"group_by": "provider", **RANGE})
+
+    assert response.status_code == 422, response.text
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["query.group_by"]

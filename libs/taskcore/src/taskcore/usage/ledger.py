@@ -133,6 +133,9 @@ class UsageGroup:
     cost_nanos: int
 
 
+MAX_GROUPS = 10_000
+
+
 def report_pipeline(query: UsageQuery) -> list[Doc]:
     match: Doc = {**query.scope, "at_ms": {"$gte": to_ms(query.start), "$lt": to_ms(query.end)}}
     key: Any = ""
@@ -142,13 +145,22 @@ def report_pipeline(query: UsageQuery) -> list[Doc]:
             parts += [",", f"$keys.{name}"]
         key = {"$concat": parts[1:]}
     sums = {name: {"$sum": f"${name}"} for name in _SUMMED}
-    return [{"$match": match}, {"$group": {"_id": key, **sums}}]
+    # One more than allowed: enough to tell that there are too many.
+    return [{"$match": match}, {"$group": {"_id": key, **sums}}, {"$limit": MAX_GROUPS + 1}]
+
+
+class TooManyGroups(ValueError):
+    """A report would hold more than ``MAX_GROUPS`` groups."""
 
 
 async def report(ledger: AsyncCollection[Doc], query: UsageQuery) -> list[UsageGroup]:
-    """The rows' sums per group, ordered by the group's values."""
+    """The rows' sums per group, ordered by the group's values; ``TooManyGroups`` past
+    ``MAX_GROUPS`` (one answer is built in memory: its size is bounded here)."""
+    rows = await (await ledger.aggregate(report_pipeline(query))).to_list(None)
+    if len(rows) > MAX_GROUPS:
+        raise TooManyGroups(f"more than {MAX_GROUPS} groups")
     groups = []
-    async for row in await ledger.aggregate(report_pipeline(query)):
+    for row in rows:
         values = json.loads(f"[{row['_id']}]") if query.group_by else []
         groups.append(
             UsageGroup(

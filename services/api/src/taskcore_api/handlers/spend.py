@@ -200,7 +200,15 @@ async def usage_report(
     fields = parse_group_by(group_by)
     start, end = usage_range(start, end)
     query = UsageQuery(start, end, fields, authz.usage_scope(principal, fields))
-    groups = await ledger.report(deps.store.usage, query)
+    try:
+        groups = await ledger.report(deps.store.usage, query)
+    except ledger.TooManyGroups as exc:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "The report would be too large.",
+            [{"field": "query.group_by", "reason": f"{exc}: group by less, or a shorter range"}],
+        ) from None
     items = [
         UsageItem(
             group=g.group,
