@@ -187,6 +187,8 @@ OPERATIONS: list[Case] = [
     Case("claim stale outbox", lambda: ops.claim_stale_outbox(TASK, NOW - 60_000, NOW)),
     Case("forget drained", lambda: ops.forget_drained([TASK], NOW)),
     Case("forget if drained", lambda: ops.forget_if_drained(TASK)),
+    Case("workflow view (open)", lambda: ops.write_workflow_view(TASK, {"a": 1}, closed=False)),
+    Case("workflow view (closed)", lambda: ops.write_workflow_view(TASK, {"a": 1}, closed=True)),
     Case("mark for recount", lambda: ops.mark_for_recount([TASK], NOW)),
     Case(
         "store counts unmarked",

@@ -64,6 +64,8 @@ APPLIES: dict[str, set[str]] = {
     "claim stale outbox": {"with_outbox"},
     "forget drained": {"with_outbox"},  # the relay checks the outbox is empty first
     "forget if drained": {"drained"},  # checks it itself: never a document with an entry
+    "workflow view (open)": set(STATES) - {"settled_parent"},  # never past its close
+    "workflow view (closed)": set(STATES),
     "mark for recount": set(STATES),
     "store counts unmarked": set(STATES),
     "settle counts": set(),

@@ -114,7 +114,10 @@ class WorkflowRuntime:
             finish = next((c for c in commands if isinstance(c, FinishWorkflow)), None)
             if finish is not None:
                 await self._write_view(plan, workflow, state, tasks)
-                return await self._finish(workflow, doc, counts, finish)
+                closed = await self._finish(workflow, doc, counts, finish)
+                if closed:  # again, past any older view a slower runtime wrote meanwhile
+                    await self._write_view(plan, workflow, state, tasks, closed=True)
+                return closed
             if not commands:
                 break
             facts = [await self._carry_out(workflow, plan, c) for c in commands]
@@ -272,11 +275,17 @@ class WorkflowRuntime:
         return await close(self.store, self.publisher, workflow, counts, type_, data)
 
     async def _write_view(
-        self, plan: WorkflowPlan, workflow: Task, state: WorkflowState, tasks: Mapping[str, Any]
+        self,
+        plan: WorkflowPlan,
+        workflow: Task,
+        state: WorkflowState,
+        tasks: Mapping[str, Any],
+        *,
+        closed: bool = False,
     ) -> None:
         shown = view(plan, workflow.id, state, tasks)
-        if shown != workflow.workflow:  # a for_each lists every element: write on change
-            await self.store.tasks.update_one({"_id": workflow.id}, {"$set": {"workflow": shown}})
+        if closed or shown != workflow.workflow:  # a for_each lists every element
+            await self.store.documents.write_workflow_view(workflow.id, shown, closed=closed)
 
 
 # ---- reading a workflow's tree (the runtime and taskcore rebuild) ---------------------

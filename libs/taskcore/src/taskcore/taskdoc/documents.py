@@ -271,6 +271,9 @@ class TaskDocuments:
         """Whether ``count`` more tasks fit under the root (and are now counted)."""
         return await self.apply(ops.reserve_descendants(root_id, count, limit))
 
+    async def write_workflow_view(self, task_id: str, shown: Doc, *, closed: bool) -> bool:
+        return await self.apply(ops.write_workflow_view(task_id, shown, closed=closed))
+
     async def mark_parent(self, task_id: str) -> None:
         await self.apply(ops.mark_parent(task_id))
 

@@ -300,6 +300,14 @@ def reserve_descendants(root_id: str, count: int, limit: int) -> Op:
     )
 
 
+def write_workflow_view(task_id: str, shown: Doc, *, closed: bool) -> Op:
+    """A workflow's view of its steps. While it is open, only while it is open: a runtime
+    that read an older state cannot overwrite the view its closer wrote (``closed``: the
+    closer's own write, after ``close_parent``, of the one final state)."""
+    where: Doc = {"_id": task_id} if closed else {"_id": task_id, f.CHILDREN_SETTLED: False}
+    return Op(where, {"$set": {"workflow": shown}})
+
+
 def mark_parent(task_id: str) -> Op:
     """The task is about to create children (recorded first, so no child is ever created
     that a cancel would not look for)."""
