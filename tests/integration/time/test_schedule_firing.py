@@ -145,3 +145,19 @@ async def test_a_pending_run_is_not_overwritten_by_the_next_due_time(
     # Then the pending run is created all the same
     await firer(store, publisher, START + timedelta(seconds=11)).sweep()
     assert task_id in [t["_id"] for t in await tasks_of(store, schedule_id)]
+
+
+async def test_one_unreadable_pending_run_does_not_hold_back_the_others(
+    store: Store, publisher: Publisher
+) -> None:
+    broken, sound = await new_schedule(store), await new_schedule(store)
+    schedules = ScheduleDocuments(store.db["schedules"], lambda: to_ms(START))
+    due_ms = to_ms(START + timedelta(seconds=3))
+    for schedule_id in (broken, sound):  # each decided by a sweep that then died
+        run = (due_ms, schedule_task_id(schedule_id, due_ms))
+        assert await schedules.advance(schedule_id, due_ms, due_ms + 3000, run)
+    await store.db["schedules"].update_one({"_id": broken}, {"$set": {"cron": "not a cron"}})
+
+    await firer(store, publisher, START + timedelta(seconds=11)).sweep()
+
+    assert [t["_id"] for t in await tasks_of(store, sound)] == [run[1]]

@@ -152,6 +152,10 @@ class ScheduleFirer:
             due_ms = firing.get("due_ms")
             if isinstance(due_ms, int):
                 log.warning("Creating schedule %s's run at %d left pending.", doc["_id"], due_ms)
-                await self._create(Schedule.of(doc), due_ms)
+                try:
+                    await self._create(Schedule.of(doc), due_ms)
+                except Exception:  # one schedule must not hold back the others' runs
+                    log.exception("Schedule %s's pending run could not be created.", doc["_id"])
+                    continue
                 created += 1
         return created
