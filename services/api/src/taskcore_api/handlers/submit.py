@@ -21,6 +21,7 @@ from taskcore.domain.delays import MAX_DELAY
 from taskcore.domain.ids import idempotent_task_id
 from taskcore.domain.status import TaskStatus
 from taskcore.domain.task import Tier
+from taskcore.limits import TreeLimitExceeded, TreeLimits
 from taskcore.quotas import Grant, QuotaExceeded
 from taskcore.registry import AnyTaskType
 from taskcore.submission import NewTask, Submitted, request_hash, submit_tasks
@@ -79,14 +80,17 @@ def prepare(
         ]
         raise ApiError(422, "invalid_parameters", "The parameters are not valid.", details) from exc
     planned = task_type.planned_children(params)
-    if planned > deps.settings.max_children:
+    try:  # the limits a running parent meets, checked before it runs
+        TreeLimits.from_settings(deps.settings).check(
+            depth=1, children=planned, descendants=planned
+        )
+    except TreeLimitExceeded as exc:
         raise ApiError(
             422,
             "tree_limit_exceeded",
-            f"The task would create {planned} subtasks; TASKCORE_MAX_CHILDREN is "
-            f"{deps.settings.max_children}.",
+            f"The task would create {planned} subtasks: {exc}.",
             [{"field": "parameters", "reason": "asks for more subtasks than allowed"}],
-        )
+        ) from None
     parameters = params.model_dump(mode="json")
     tier: Tier = "free" if principal.tier == "free" else "paid"
     fields = body.model_dump(mode="json", include=set(TaskSubmission.model_fields))
