@@ -20,7 +20,7 @@ from taskcore.messages.envelope import (
     TaskMessage,
 )
 from taskcore.outbox import amqp_message
-from taskcore.settings import ApiKey, Settings
+from taskcore.settings import MAX_TEAMS, ApiKey, Settings
 from taskcore.taskdoc.operations import new_document, outbox_cleared, outbox_fields
 
 from .streams import TASK_ID, at, error_data, event, submitted
@@ -329,3 +329,9 @@ def test_explicit_settings_win_over_the_environment(env: pytest.MonkeyPatch) -> 
     env.setenv("MONGO_DB", "from_env")
 
     assert Settings(MONGO_DB="explicit").mongo_db == "explicit"
+
+
+def test_an_api_key_belongs_to_at_most_max_teams_teams() -> None:
+    ApiKey(user_id="alice", teams=[f"t{i}" for i in range(MAX_TEAMS)])
+    with pytest.raises(ValidationError, match="teams"):
+        ApiKey(user_id="alice", teams=[f"t{i}" for i in range(MAX_TEAMS + 1)])

@@ -14,11 +14,16 @@ Role = Literal["user", "admin"]
 Tier = Literal["free", "paid"]
 
 
+# Teams one caller may belong to (an API key's list, a JWT's claim): each listing reads
+# one index range per team.
+MAX_TEAMS = 100
+
+
 class ApiKey(BaseModel):
     user_id: str = Field(min_length=1)
     role: Role = "user"
     tier: Tier = "paid"
-    teams: list[str] = Field(default_factory=list)
+    teams: list[str] = Field(default_factory=list, max_length=MAX_TEAMS)
 
 
 _API_KEYS: TypeAdapter[dict[str, ApiKey]] = TypeAdapter(dict[str, ApiKey])

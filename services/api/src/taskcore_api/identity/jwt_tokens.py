@@ -14,13 +14,12 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from taskcore.settings import Settings
+from taskcore.settings import MAX_TEAMS, Settings
 
 from taskcore_api.identity.principal import Principal
 
 _ROLES = ("user", "admin")
 _TIERS = ("free", "paid")
-MAX_TEAMS = 100
 
 
 class InvalidToken(Exception):
