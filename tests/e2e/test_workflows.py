@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pymongo import MongoClient
 from taskcore.testing.client import ApiClient
 from taskcore.testing.processes import Stack
 
@@ -45,7 +46,7 @@ def steps_of(workflow: Json) -> dict[str, Json]:
     return steps
 
 
-def test_a_diamond_passes_results_through_references(api: ApiClient) -> None:
+def test_a_diamond_passes_results_through_references(api: ApiClient, module_stack: Stack) -> None:
     workflow = api.submit_workflow(
         {
             "name": "diamond",
@@ -72,6 +73,11 @@ def test_a_diamond_passes_results_through_references(api: ApiClient) -> None:
     children = api.tasks(parent_task_id=workflow["id"])
     assert sorted(c["id"] for c in children) == sorted(s["task_ids"][0] for s in steps.values())
     assert all(c["root_task_id"] == workflow["id"] for c in children)
+    # One level below their root, like any child: TASKCORE_MAX_DEPTH counts from there
+    with MongoClient(module_stack.env["MONGO_URL"]) as client:
+        tasks = client[module_stack.env["MONGO_DB"]]["tasks"]
+        depths = {d["_id"]: d.get("depth") for d in tasks.find({"parent_task_id": workflow["id"]})}
+    assert set(depths.values()) == {1}, depths
 
 
 def test_for_each_runs_one_task_per_element_and_returns_their_results_in_order(

@@ -210,6 +210,7 @@ class WorkflowRuntime:
             priority=workflow.priority if priority is None else priority,
             parent_task_id=workflow.id,
             root_task_id=workflow.root_task_id or workflow.id,
+            depth=workflow.depth + 1,  # its steps are one level below it, like any child
             labels=dict(workflow.labels),
             team_id=workflow.team_id,
             **task,
