@@ -12,7 +12,7 @@ from taskcore.domain.events import EventType
 from taskcore.domain.evolve import fold
 from taskcore.domain.usage import Prices, Usage, UsageRecorded, combined, nanos_of, units_of
 from taskcore.usage.budgets import BudgetsConfig, Limit
-from taskcore.usage.ledger import UsageQuery, ledger_row, report_pipeline
+from taskcore.usage.ledger import MAX_GROUPS, UsageQuery, ledger_row, report_pipeline
 from taskcore.usage.windows import Period
 
 from .streams import event, submitted, usage_data
@@ -139,8 +139,11 @@ def test_a_ledger_row_holds_its_group_values_encoded_so_any_characters_survive()
 
 def test_a_report_groups_by_the_fields_asked_for_in_that_order() -> None:
     start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
-    [match, group] = report_pipeline(UsageQuery(start, end, ["day", "user"], {"user_id": "a"}))
+    [match, group, limit] = report_pipeline(
+        UsageQuery(start, end, ["day", "user"], {"user_id": "a"})
+    )
 
     assert match["$match"]["user_id"] == "a"
     assert match["$match"]["at_ms"] == {"$gte": 1_767_225_600_000, "$lt": 1_769_904_000_000}
     assert group["$group"]["_id"] == {"$concat": ["$keys.day", ",", "$keys.user"]}
+    assert limit == {"$limit": MAX_GROUPS + 1}  # one past the bound: enough to refuse
